@@ -1,0 +1,1 @@
+"""amoCRM: webhook parsing, the REST client, OAuth."""

@@ -1,0 +1,339 @@
+"""The one place that reads the environment.
+
+`load_settings()` builds a `Settings` object from `os.environ` (plus a `.env` file for local
+runs). Every other module receives plain values from it; nothing else calls `os.getenv`.
+A malformed variable fails at load time with a message naming it; a variable that only one
+feature needs is checked by that feature's `require_*` accessor, so a missing ERP password does
+not stop the webhook intake from answering.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from prometei.errors import ConfigError
+
+APP_ID = "prometei-ingest"
+KNOWN_BASE_DOMAINS = ("amocrm.ru", "amocrm.com", "kommo.com")
+DEFAULT_FIELD_MAP = {"field_1039": "name", "field_1040": "price"}
+# Lead attributes ERP_FIELD_MAP may name; custom fields are written `cf:<field_id>`.
+LEAD_ATTRIBUTES = (
+    "id",
+    "name",
+    "price",
+    "status_id",
+    "pipeline_id",
+    "responsible_user_id",
+    "created_by",
+    "updated_by",
+    "created_at",
+    "updated_at",
+    "closed_at",
+    "account_id",
+    "main_contact_id",
+)
+_CUSTOM_FIELD_RE = re.compile(r"^cf:(\d+)$")
+_ERP_FIELD_RE = re.compile(r"^field_\d+$")
+_SUBDOMAIN_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+DEV_SERVER_ORIGIN = "http://127.0.0.1:8288/"
+CLOUD_EVENT_API_ORIGIN = "https://inn.gs/"
+
+
+def _truthy_dev(value: str | None) -> bool:
+    # Same reading as the Inngest SDK: any value but "", "0", "false" means dev mode.
+    return value is not None and value.strip().lower() not in ("", "0", "false")
+
+
+TriggerStatus = tuple[int, int]
+
+
+class Settings(BaseModel):
+    """Validated configuration. Secrets are `SecretStr`: their repr never shows the value."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    # Inngest
+    inngest_event_key: SecretStr | None = Field(None, alias="INNGEST_EVENT_KEY")
+    inngest_signing_key: SecretStr | None = Field(None, alias="INNGEST_SIGNING_KEY")
+    inngest_signing_key_fallback: SecretStr | None = Field(
+        None, alias="INNGEST_SIGNING_KEY_FALLBACK"
+    )
+    inngest_dev: str | None = Field(None, alias="INNGEST_DEV")
+    inngest_base_url: str | None = Field(None, alias="INNGEST_BASE_URL")
+    inngest_event_api_base_url: str | None = Field(None, alias="INNGEST_EVENT_API_BASE_URL")
+    inngest_api_base_url: str | None = Field(None, alias="INNGEST_API_BASE_URL")
+
+    # amoCRM
+    amocrm_subdomain: str | None = Field(None, alias="AMOCRM_SUBDOMAIN")
+    amocrm_base_domain: Literal["amocrm.ru", "amocrm.com", "kommo.com"] = Field(
+        "amocrm.ru", alias="AMOCRM_BASE_DOMAIN"
+    )
+    amocrm_account_id: int | None = Field(None, alias="AMOCRM_ACCOUNT_ID", gt=0)
+    amocrm_access_token: SecretStr | None = Field(None, alias="AMOCRM_ACCESS_TOKEN")
+    amocrm_client_id: str | None = Field(None, alias="AMOCRM_CLIENT_ID")
+    amocrm_client_secret: SecretStr | None = Field(None, alias="AMOCRM_CLIENT_SECRET")
+    amocrm_redirect_uri: str | None = Field(None, alias="AMOCRM_REDIRECT_URI")
+    amocrm_refresh_token: SecretStr | None = Field(None, alias="AMOCRM_REFRESH_TOKEN")
+    amocrm_webhook_secret: SecretStr | None = Field(None, alias="AMOCRM_WEBHOOK_SECRET")
+    amocrm_trigger_statuses: tuple[TriggerStatus, ...] = Field((), alias="AMOCRM_TRIGGER_STATUSES")
+
+    # ERP (Rukovoditel). Names from the seeds; ERP_API_* were used by the TypeScript code.
+    crm_api_url: str | None = Field(
+        None, validation_alias=AliasChoices("CRM_API_URL", "ERP_API_URL")
+    )
+    crm_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("CRM_API_KEY", "ERP_API_KEY")
+    )
+    crm_api_username: str | None = Field(
+        None, validation_alias=AliasChoices("CRM_API_USERNAME", "ERP_API_USERNAME")
+    )
+    crm_api_password: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("CRM_API_PASSWORD", "ERP_API_PASSWORD")
+    )
+    erp_entity_id: Annotated[int, Field(gt=0)] = Field(70, alias="ERP_ENTITY_ID")
+    erp_field_map: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_FIELD_MAP), alias="ERP_FIELD_MAP"
+    )
+    erp_lead_id_field: int | None = Field(None, alias="ERP_LEAD_ID_FIELD", gt=0)
+    # Rukovoditel before 3.6 ignores JSON bodies; "form" sends PHP bracket form fields instead.
+    erp_request_format: Literal["json", "form"] = Field("json", alias="ERP_REQUEST_FORMAT")
+    # How many deal writes may hit the ERP at once (batch fan-out); see README "Throughput".
+    erp_concurrency: Annotated[int, Field(ge=1, le=50)] = Field(4, alias="ERP_CONCURRENCY")
+
+    # Token store
+    kv_rest_api_url: str | None = Field(
+        None, validation_alias=AliasChoices("KV_REST_API_URL", "UPSTASH_REDIS_REST_URL")
+    )
+    kv_rest_api_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("KV_REST_API_TOKEN", "UPSTASH_REDIS_REST_TOKEN")
+    )
+    prometei_state_dir: Path = Field(Path(".prometei"), alias="PROMETEI_STATE_DIR")
+
+    # Logging
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", alias="PROMETEI_LOG_LEVEL"
+    )
+    log_format: Literal["json", "text"] = Field("json", alias="PROMETEI_LOG_FORMAT")
+
+    # Set by Vercel itself; used to refuse a local file token store there.
+    vercel: str | None = Field(None, alias="VERCEL")
+
+    # ---- validators -------------------------------------------------------------------
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("amocrm_subdomain", mode="before")
+    @classmethod
+    def _subdomain(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        cleaned = value.strip().lower()
+        # People paste the whole host ("oooprometei.amocrm.ru"); keep the first label only
+        # when the rest is a known amoCRM domain.
+        for domain in KNOWN_BASE_DOMAINS:
+            if cleaned.endswith("." + domain):
+                cleaned = cleaned[: -len(domain) - 1]
+        if not _SUBDOMAIN_RE.match(cleaned):
+            raise ValueError("must be the account subdomain, e.g. 'oooprometei'")
+        return cleaned
+
+    @field_validator("amocrm_trigger_statuses", mode="before")
+    @classmethod
+    def _trigger_statuses(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        pairs: list[TriggerStatus] = []
+        for raw in value.replace(";", ",").split(","):
+            item = raw.strip()
+            if not item:
+                continue
+            pipeline, sep, status = item.partition(":")
+            if not sep or not pipeline.strip().isdigit() or not status.strip().isdigit():
+                raise ValueError(
+                    f"{item!r} is not 'pipeline_id:status_id' (example: 7012345:142,7012345:143)"
+                )
+            pairs.append((int(pipeline), int(status)))
+        return tuple(pairs)
+
+    @field_validator("erp_field_map", mode="before")
+    @classmethod
+    def _field_map(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"is not valid JSON ({exc.msg} at char {exc.pos})") from None
+        if not isinstance(value, dict) or not value:
+            raise ValueError('must be a JSON object like {"field_1039": "name"}')
+        for erp_field, attribute in value.items():
+            if not isinstance(erp_field, str) or not _ERP_FIELD_RE.match(erp_field):
+                raise ValueError(f"key {erp_field!r} must look like 'field_1039'")
+            if not isinstance(attribute, str) or not (
+                attribute in LEAD_ATTRIBUTES or _CUSTOM_FIELD_RE.match(attribute)
+            ):
+                allowed = ", ".join(LEAD_ATTRIBUTES)
+                raise ValueError(
+                    f"value {attribute!r} for {erp_field} must be one of {allowed}"
+                    " or 'cf:<custom field id>'"
+                )
+        return value
+
+    @field_validator("crm_api_url", "kv_rest_api_url", "amocrm_redirect_uri")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _kv_pairs(self) -> Settings:
+        if (self.kv_rest_api_url is None) != (self.kv_rest_api_token is None):
+            raise ValueError(
+                "KV is half-configured: set both KV_REST_API_URL and KV_REST_API_TOKEN "
+                "(or both UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN), or neither "
+                "to use the local file store"
+            )
+        return self
+
+    # ---- derived values ---------------------------------------------------------------
+    @property
+    def is_dev(self) -> bool:
+        return _truthy_dev(self.inngest_dev)
+
+    @property
+    def mode(self) -> Literal["dev", "cloud"]:
+        return "dev" if self.is_dev else "cloud"
+
+    @property
+    def on_vercel(self) -> bool:
+        return bool(self.vercel)
+
+    @property
+    def event_api_origin(self) -> str:
+        """Where events are POSTed, with the same precedence the Inngest SDK uses."""
+        dev_url = self.inngest_dev if self.is_dev and "://" in (self.inngest_dev or "") else None
+        origin = self.inngest_event_api_base_url or self.inngest_base_url or dev_url
+        if origin is None:
+            origin = DEV_SERVER_ORIGIN if self.is_dev else CLOUD_EVENT_API_ORIGIN
+        return origin if origin.endswith("/") else origin + "/"
+
+    @property
+    def api_origin(self) -> str | None:
+        dev_url = self.inngest_dev if self.is_dev and "://" in (self.inngest_dev or "") else None
+        return self.inngest_api_base_url or self.inngest_base_url or dev_url
+
+    @property
+    def amocrm_host(self) -> str:
+        return f"{self.require_subdomain()}.{self.amocrm_base_domain}"
+
+    @property
+    def uses_long_lived_token(self) -> bool:
+        return self.amocrm_access_token is not None
+
+    @property
+    def store_kind(self) -> Literal["kv", "file"]:
+        return "kv" if self.kv_rest_api_url else "file"
+
+    def require_subdomain(self) -> str:
+        if not self.amocrm_subdomain:
+            raise ConfigError(
+                "AMOCRM_SUBDOMAIN is not set: set it to your account's subdomain "
+                "(the 'oooprometei' in oooprometei.amocrm.ru)"
+            )
+        return self.amocrm_subdomain
+
+    def require(self, *names: str) -> None:
+        """Raise one ConfigError naming every listed setting (by env name) that is unset."""
+        missing = [name for name in names if getattr(self, _ENV_TO_FIELD[name]) is None]
+        if missing:
+            raise ConfigError(f"{', '.join(missing)} not set; see .env.example for each")
+
+    def require_oauth(self) -> None:
+        self.require("AMOCRM_CLIENT_ID", "AMOCRM_CLIENT_SECRET", "AMOCRM_REDIRECT_URI")
+
+    def require_erp(self) -> None:
+        self.require("CRM_API_URL", "CRM_API_KEY", "CRM_API_USERNAME", "CRM_API_PASSWORD")
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log redaction filter."""
+        values = []
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                values.append(value.get_secret_value())
+            del field
+        return values
+
+
+_ENV_TO_FIELD: dict[str, str] = {}
+for _name, _field in Settings.model_fields.items():
+    _choices = (
+        _field.validation_alias.choices
+        if isinstance(_field.validation_alias, AliasChoices)
+        else [_field.alias]
+    )
+    for _alias in _choices:
+        if isinstance(_alias, str):
+            _ENV_TO_FIELD[_alias] = _name
+
+
+def _env_name(field_name: str) -> str:
+    for env, name in _ENV_TO_FIELD.items():
+        if name == field_name:
+            return env
+    return field_name
+
+
+def settings_from_mapping(environ: Mapping[str, str]) -> Settings:
+    """Build Settings from a mapping of env vars; empty values count as unset."""
+    values = {key: value for key, value in environ.items() if key in _ENV_TO_FIELD}
+    values = {key: value for key, value in values.items() if value.strip() != ""}
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = error.get("loc") or ()
+            name = str(loc[0]) if loc else ""
+            env = name if name in _ENV_TO_FIELD else _env_name(name)
+            message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+            problems.append(f"{env}: {message}" if env else message)
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def load_dotenv_file(path: str | os.PathLike[str] = ".env") -> None:
+    """Load a local `.env` (never overriding real env vars). Used by local runs only."""
+    from dotenv import load_dotenv
+
+    load_dotenv(path, override=False)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; `reset_settings()` drops the cache (tests, CLI)."""
+    return settings_from_mapping(os.environ)
+
+
+def reset_settings() -> None:
+    get_settings.cache_clear()

@@ -1,0 +1,139 @@
+"""Flask app factories: one per Vercel entrypoint, plus the local all-in-one app.
+
+Each factory is cheap and safe to call at import time. A configuration problem does not crash
+the import (on Vercel that would answer every request with an opaque 500): the app answers 503
+with a JSON message naming the variable to fix, and logs it once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import flask
+
+from prometei.config import get_settings
+from prometei.errors import ConfigError
+from prometei.logs import configure_logging
+from prometei.web.responses import json_error
+
+log = logging.getLogger(__name__)
+
+INNGEST_PATH = "/api/inngest"
+WEBHOOK_PATH = "/api/webhook"
+OAUTH_CALLBACK_PATH = "/api/oauth/callback"
+
+
+def _setup_logging() -> ConfigError | None:
+    try:
+        settings = get_settings()
+    except ConfigError as exc:
+        configure_logging()
+        log.error("configuration error: %s", exc.message)
+        return exc
+    configure_logging(
+        level=settings.log_level, fmt=settings.log_format, secrets=settings.secret_values()
+    )
+    return None
+
+
+def _broken(app: flask.Flask, path: str, methods: list[str], problem: ConfigError) -> None:
+    def answer() -> flask.Response:
+        return json_error(503, f"server misconfigured: {problem.message}")
+
+    app.add_url_rule(path, endpoint=f"broken:{path}", view_func=answer, methods=methods)
+
+
+def _new_app() -> flask.Flask:
+    app = flask.Flask("prometei")
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    return app
+
+
+def _mount_inngest(app: flask.Flask) -> None:
+    import inngest.flask
+
+    from prometei.functions import all_functions
+    from prometei.functions.client import build_client
+    from prometei.web.intake import handle_webhook
+
+    @app.before_request
+    def route_amocrm_form_posts() -> flask.Response | None:
+        # amoCRM accounts configured by the old TypeScript project post their webhooks here.
+        # The executor always sends JSON with ?fnId=; a form POST without it is amoCRM's.
+        request = flask.request
+        if (
+            request.path == INNGEST_PATH
+            and request.method == "POST"
+            and "fnId" not in request.args
+            and request.mimetype == "application/x-www-form-urlencoded"
+        ):
+            return handle_webhook()
+        return None
+
+    try:
+        settings = get_settings()
+        client = build_client(settings)
+        inngest.flask.serve(app, client, all_functions(), serve_path=INNGEST_PATH)
+    except ConfigError as exc:
+        _broken(app, INNGEST_PATH, ["GET", "POST", "PUT"], exc)
+    except inngest.Error as exc:  # e.g. SigningKeyMissingError in cloud mode
+        message = (
+            "INNGEST_SIGNING_KEY is not set: copy it from the Inngest dashboard (or install "
+            "Inngest's Vercel integration), or set INNGEST_DEV=1 for local development"
+            if "signing key" in str(exc).lower()
+            else f"Inngest setup failed: {exc}"
+        )
+        log.error("inngest serve failed: %s", message)
+        _broken(app, INNGEST_PATH, ["GET", "POST", "PUT"], ConfigError(message))
+
+
+def _mount_webhook(app: flask.Flask) -> None:
+    from prometei.web.intake import intake_blueprint
+
+    app.register_blueprint(intake_blueprint)
+
+
+def _mount_oauth(app: flask.Flask) -> None:
+    from prometei.web.oauth_page import oauth_blueprint
+
+    app.register_blueprint(oauth_blueprint)
+
+
+def create_inngest_app() -> flask.Flask:
+    """`/api/inngest`: the Inngest serve endpoint (plus amoCRM form POSTs, see DESIGN 3.2)."""
+    app = _new_app()
+    problem = _setup_logging()
+    if problem:
+        _broken(app, INNGEST_PATH, ["GET", "POST", "PUT"], problem)
+        return app
+    _mount_inngest(app)
+    return app
+
+
+def create_webhook_app() -> flask.Flask:
+    """`/api/webhook`: amoCRM webhook intake and its GET readiness report."""
+    app = _new_app()
+    _setup_logging()
+    _mount_webhook(app)
+    return app
+
+
+def create_oauth_app() -> flask.Flask:
+    """`/api/oauth/callback`: the connect page and the OAuth code exchange."""
+    app = _new_app()
+    _setup_logging()
+    _mount_oauth(app)
+    return app
+
+
+def create_local_app() -> flask.Flask:
+    """Every endpoint in one app, for `python -m prometei serve`."""
+    app = _new_app()
+    problem = _setup_logging()
+    _mount_webhook(app)
+    _mount_oauth(app)
+    if problem:
+        _broken(app, INNGEST_PATH, ["GET", "POST", "PUT"], problem)
+    else:
+        _mount_inngest(app)
+    return app
