@@ -1,4 +1,8 @@
-"""Inngest functions (one module each) and the list every serve endpoint registers."""
+"""Inngest functions (one module each) and the list every serve endpoint registers.
+
+Function modules whose options depend on configuration (e.g. the ERP write concurrency) expose
+a `build(settings)` factory; `all_functions(settings)` assembles the list at serve time.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,11 @@ from typing import Any
 
 import inngest
 
+from prometei.config import Settings
 
-def all_functions() -> list[inngest.Function[Any]]:
+
+def all_functions(settings: Settings) -> list[inngest.Function[Any]]:
     from prometei.functions.lead_sync import amocrm_webhook_handler
 
+    del settings  # used by configurable functions as they are added
     return [amocrm_webhook_handler]

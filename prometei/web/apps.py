@@ -73,7 +73,7 @@ def _mount_inngest(app: flask.Flask) -> None:
     try:
         settings = get_settings()
         client = build_client(settings)
-        inngest.flask.serve(app, client, all_functions(), serve_path=INNGEST_PATH)
+        inngest.flask.serve(app, client, all_functions(settings), serve_path=INNGEST_PATH)
     except ConfigError as exc:
         _broken(app, INNGEST_PATH, ["GET", "POST", "PUT"], exc)
     except inngest.Error as exc:  # e.g. SigningKeyMissingError in cloud mode

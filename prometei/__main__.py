@@ -1,0 +1,3 @@
+from prometei.cli import main
+
+main()
