@@ -1,0 +1,100 @@
+"""Settings: every malformed or missing variable is reported by name."""
+
+from __future__ import annotations
+
+import pytest
+
+from prometei.config import settings_from_mapping
+from prometei.errors import ConfigError
+
+
+def test_defaults_match_the_design_card() -> None:
+    settings = settings_from_mapping({})
+    assert settings.erp_entity_id == 70
+    assert settings.erp_field_map == {"field_1039": "name", "field_1040": "price"}
+    assert settings.amocrm_base_domain == "amocrm.ru"
+    assert settings.mode == "cloud"
+    assert settings.store_kind == "file"
+    assert settings.event_api_origin == "https://inn.gs/"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"ERP_ENTITY_ID": "seventy"}, "ERP_ENTITY_ID"),
+        ({"ERP_ENTITY_ID": "0"}, "ERP_ENTITY_ID"),
+        ({"ERP_FIELD_MAP": "{not json"}, "ERP_FIELD_MAP"),
+        ({"ERP_FIELD_MAP": '{"name": "field_1039"}'}, "ERP_FIELD_MAP"),
+        ({"ERP_FIELD_MAP": '{"field_1039": "colour"}'}, "ERP_FIELD_MAP"),
+        ({"AMOCRM_TRIGGER_STATUSES": "142"}, "AMOCRM_TRIGGER_STATUSES"),
+        ({"AMOCRM_BASE_DOMAIN": "example.com"}, "AMOCRM_BASE_DOMAIN"),
+        ({"AMOCRM_SUBDOMAIN": "not a subdomain!"}, "AMOCRM_SUBDOMAIN"),
+        ({"CRM_API_URL": "erp.example.com/api/rest.php"}, "CRM_API_URL"),
+        ({"ERP_LEAD_ID_FIELD": "field_1041"}, "ERP_LEAD_ID_FIELD"),
+        ({"ERP_REQUEST_FORMAT": "xml"}, "ERP_REQUEST_FORMAT"),
+    ],
+)
+def test_malformed_variable_is_named(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        settings_from_mapping(env)
+
+
+def test_half_configured_kv_names_both_families() -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping({"KV_REST_API_URL": "https://kv.example.test"})
+    assert "KV_REST_API_TOKEN" in str(caught.value)
+    assert "UPSTASH_REDIS_REST_TOKEN" in str(caught.value)
+
+
+def test_upstash_names_are_accepted_for_kv() -> None:
+    settings = settings_from_mapping(
+        {"UPSTASH_REDIS_REST_URL": "https://kv.example.test", "UPSTASH_REDIS_REST_TOKEN": "t0k3n"}
+    )
+    assert settings.store_kind == "kv"
+    assert settings.kv_rest_api_url == "https://kv.example.test"
+
+
+def test_erp_api_aliases_from_the_typescript_project() -> None:
+    settings = settings_from_mapping({"ERP_API_URL": "https://erp.test/api/rest.php"})
+    assert settings.crm_api_url == "https://erp.test/api/rest.php"
+
+
+def test_trigger_statuses_and_subdomain_are_normalised() -> None:
+    settings = settings_from_mapping(
+        {"AMOCRM_TRIGGER_STATUSES": " 7012345:142, 7012345:143 ,", "AMOCRM_SUBDOMAIN": "OOOPrometei.amocrm.ru"}
+    )
+    assert settings.amocrm_trigger_statuses == ((7012345, 142), (7012345, 143))
+    assert settings.amocrm_host == "oooprometei.amocrm.ru"
+
+
+def test_dev_mode_reads_a_dev_server_url() -> None:
+    settings = settings_from_mapping({"INNGEST_DEV": "http://127.0.0.1:9999"})
+    assert settings.is_dev
+    assert settings.event_api_origin == "http://127.0.0.1:9999/"
+    assert not settings_from_mapping({"INNGEST_DEV": "0"}).is_dev
+
+
+def test_empty_values_count_as_unset() -> None:
+    settings = settings_from_mapping({"ERP_ENTITY_ID": "", "AMOCRM_ACCESS_TOKEN": "  "})
+    assert settings.erp_entity_id == 70
+    assert settings.amocrm_access_token is None
+
+
+def test_require_names_every_missing_erp_variable() -> None:
+    settings = settings_from_mapping({"CRM_API_URL": "https://erp.test/api/rest.php"})
+    with pytest.raises(ConfigError) as caught:
+        settings.require_erp()
+    message = str(caught.value)
+    assert "CRM_API_KEY" in message and "CRM_API_PASSWORD" in message
+    assert "CRM_API_URL" not in message
+
+
+def test_secrets_never_show_in_repr_or_errors() -> None:
+    settings = settings_from_mapping(
+        {"CRM_API_PASSWORD": "pw-SECRET-value", "ERP_ENTITY_ID": "70"}
+    )
+    assert "pw-SECRET-value" not in repr(settings)
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping({"CRM_API_PASSWORD": "pw-SECRET-value", "ERP_ENTITY_ID": "x"})
+    assert "pw-SECRET-value" not in str(caught.value)
+    assert "pw-SECRET-value" in settings.secret_values()
