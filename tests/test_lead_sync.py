@@ -1,0 +1,247 @@
+"""amocrm-webhook-handler end to end over the signed executor protocol.
+
+amoCRM and Rukovoditel are `responses` mocks; the ERP one keeps state (tests.support.fake_erp),
+so "exactly one record" is counted, not assumed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+import requests
+import responses
+
+from tests.conftest import AMO_BASE, ERP_URL, TEST_SECRETS
+from tests.support.executor import make_event, run_function
+from tests.support.fake_erp import FakeRukovoditel
+
+FN = "amocrm-webhook-handler"
+LEAD_ID = 25399013
+
+
+def amo_lead(lead_id: int = LEAD_ID, **overrides: Any) -> dict[str, Any]:
+    lead = {
+        "id": lead_id,
+        "name": "Order #1042",
+        "price": 15000,
+        "responsible_user_id": 938348,
+        "status_id": 142,
+        "pipeline_id": 7012345,
+        "created_at": 1711900000,
+        "updated_at": 1712056800,
+        "account_id": 29085955,
+        "custom_fields_values": [
+            {"field_id": 66339, "field_name": "Source", "values": [{"value": "Website"}]}
+        ],
+        "_embedded": {"contacts": [{"id": 5551, "is_main": True}], "tags": []},
+    }
+    lead.update(overrides)
+    return lead
+
+
+def status_event(lead_id: int = LEAD_ID, **data: Any) -> dict[str, Any]:
+    payload = {
+        "lead_id": lead_id,
+        "account_id": 29085955,
+        "subdomain": "example",
+        "action": "status",
+        "pipeline_id": 7012345,
+        "status_id": 142,
+        "old_pipeline_id": 7012345,
+        "old_status_id": 32392156,
+        "status_changed": True,
+        "pipeline_changed": False,
+        **data,
+    }
+    return make_event("amocrm/lead.status", payload)
+
+
+@pytest.fixture
+def app_client():
+    from prometei.web.apps import create_inngest_app
+
+    return create_inngest_app().test_client()
+
+
+@pytest.fixture
+def mock():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield rsps
+
+
+@pytest.fixture
+def erp(mock) -> FakeRukovoditel:
+    return FakeRukovoditel(ERP_URL).install(mock)
+
+
+def lead_url(lead_id: int = LEAD_ID) -> str:
+    return f"{AMO_BASE}/api/v4/leads/{lead_id}"
+
+
+def assert_no_secrets(run, caplog) -> None:
+    dumped = json.dumps([run.output, run.step_outputs, run.responses], default=str)
+    logs = "\n".join(r.getMessage() for r in caplog.records)
+    for name, secret in TEST_SECRETS.items():
+        assert secret not in dumped, f"{name} leaked into step output"
+        assert secret not in logs, f"{name} leaked into a log line"
+
+
+def test_status_event_creates_one_erp_record_with_mapped_fields(
+    app_client, mock, erp, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    mock.get(lead_url(), json=amo_lead())
+
+    run = run_function(app_client, FN, status_event())
+
+    assert run.status == "Completed", run.output
+    assert run.output["status"] == "synced"
+    assert run.calls == 3  # two steps + the final call (no checkpointing in Python)
+    inserts = erp.actions("insert")
+    assert len(inserts) == 1
+    assert inserts[0]["items"] == {"field_1039": "Order #1042", "field_1040": "15000"}
+    assert inserts[0]["entity_id"] == 70
+    # amoCRM was asked for the lead with its contacts, with the long-lived token
+    request = mock.calls[0].request
+    assert "with=contacts" in request.url
+    assert request.headers["Authorization"] == "Bearer " + TEST_SECRETS["AMOCRM_ACCESS_TOKEN"]
+    assert_no_secrets(run, caplog)
+
+
+def test_erp_timeout_after_the_insert_landed_still_leaves_one_record(
+    app_client, mock, erp, set_env, caplog
+) -> None:
+    set_env(ERP_LEAD_ID_FIELD="1041")
+    mock.get(lead_url(), json=amo_lead())
+    # The insert reaches the database, but the answer never comes back: Inngest retries.
+    erp.fail_next("insert", requests.exceptions.ReadTimeout, after_effect=True)
+
+    run = run_function(app_client, FN, status_event())
+
+    assert run.status == "Completed", run.output
+    assert len(erp.rows[70]) == 1
+    assert erp.rows[70][0]["field_1041"] == str(LEAD_ID)
+    assert len(erp.actions("insert")) == 1
+    assert len(erp.actions("update")) == 1  # the retry found the landed row
+    assert run.output["action"] == "updated"
+    assert_no_secrets(run, caplog)
+
+
+def test_redelivered_lead_updates_instead_of_duplicating(app_client, mock, erp, set_env) -> None:
+    set_env(ERP_LEAD_ID_FIELD="1041")
+    mock.get(lead_url(), json=amo_lead())
+    first = run_function(app_client, FN, status_event())
+    second = run_function(app_client, FN, make_event("amocrm/lead.sync", {"lead_id": LEAD_ID}))
+    assert (first.output["action"], second.output["action"]) == ("inserted", "updated")
+    assert len(erp.rows[70]) == 1
+
+
+HTML = {"Content-Type": "text/html; charset=UTF-8"}
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected_words"),
+    [
+        (
+            (200, HTML, '{"status":"error","error_code":"","error_message":"entity 70 not found"}'),
+            "entity 70 not found",
+        ),
+        (
+            (
+                500,
+                HTML,
+                '{"status":"error","error_code":500,"error_message":"field_1040 not exist in entity 70"}',
+            ),
+            "field_1040",
+        ),
+        ((500, HTML, ""), "CRM_API_USERNAME"),
+        (
+            (200, HTML, "<app_db_error>1054 - Unknown column 'abc' in 'WHERE'</app_db_error>"),
+            "1054",
+        ),
+        ((200, HTML, "<html>Gateway says hi</html>"), "erp"),
+    ],
+    ids=["200-status-error", "500-json", "500-empty", "app-db-error", "not-json"],
+)
+def test_each_erp_error_shape_fails_the_run_with_a_clear_message(
+    app_client, mock, erp, reply, expected_words, caplog
+) -> None:
+    mock.get(lead_url(), json=amo_lead())
+    erp.fail_next("insert", reply)
+
+    run = run_function(app_client, FN, status_event())
+
+    assert run.status == "Failed"
+    assert run.calls == 2  # fetch, then the write fails at once: no retry of a permanent error
+    assert expected_words.lower() in run.output["message"].lower()
+    assert erp.rows.get(70, []) == []
+    assert_no_secrets(run, caplog)
+
+
+def test_erp_503_is_retried_and_then_succeeds(app_client, mock, erp) -> None:
+    mock.get(lead_url(), json=amo_lead())
+    erp.fail_next("insert", (503, HTML, "<html>Service Unavailable</html>"), times=2)
+
+    run = run_function(app_client, FN, status_event())
+
+    assert run.status == "Completed"
+    assert len(erp.rows[70]) == 1
+    assert [op["op"] for op in run.step_outputs].count("StepError") == 2
+
+
+@pytest.mark.parametrize("status", [204, 404])
+def test_missing_lead_ends_as_skipped(app_client, mock, erp, status) -> None:
+    mock.get(lead_url(), status=status, body="" if status == 204 else '{"title":"Not Found"}')
+    run = run_function(app_client, FN, status_event())
+    assert run.status == "Completed"
+    assert run.output["status"] == "skipped"
+    assert erp.calls == []
+
+
+def test_amocrm_401_with_a_long_lived_token_fails_without_retrying(app_client, mock, erp) -> None:
+    mock.get(lead_url(), status=401, json={"title": "Unauthorized", "status": 401})
+    run = run_function(app_client, FN, status_event())
+    assert run.status == "Failed"
+    assert run.calls == 1
+    assert (
+        "AMOCRM_ACCESS_TOKEN" in run.output["message"]
+        or "reconnect" in run.output["message"].lower()
+    )
+    assert erp.calls == []
+
+
+def test_amocrm_429_html_is_retried(app_client, mock, erp) -> None:
+    mock.get(lead_url(), status=429, body="<html><body>Too Many Requests</body></html>")
+    mock.get(lead_url(), json=amo_lead())
+    run = run_function(app_client, FN, status_event())
+    assert run.status == "Completed"
+    assert len(erp.rows[70]) == 1
+    assert len([c for c in mock.calls if "/api/v4/leads/" in c.request.url]) == 2
+
+
+def test_lead_moved_out_of_trigger_stage_is_skipped(app_client, mock, erp, set_env) -> None:
+    set_env(AMOCRM_TRIGGER_STATUSES="7012345:142")
+    mock.get(lead_url(), json=amo_lead(status_id=143))
+    run = run_function(app_client, FN, status_event())
+    assert run.output["status"] == "skipped"
+    assert "trigger stage" in run.output["reason"]
+    assert erp.calls == []
+
+
+def test_sync_event_ignores_the_trigger_filter(app_client, mock, erp, set_env) -> None:
+    set_env(AMOCRM_TRIGGER_STATUSES="7012345:142")
+    mock.get(lead_url(), json=amo_lead(status_id=143))
+    run = run_function(app_client, FN, make_event("amocrm/lead.sync", {"lead_id": LEAD_ID}))
+    assert run.output["status"] == "synced"
+    assert len(erp.rows[70]) == 1
+
+
+@pytest.mark.parametrize("data", [{}, {"lead_id": "abc"}, {"lead_id": -4}])
+def test_event_without_a_usable_lead_id_fails_at_once(app_client, erp, data) -> None:
+    run = run_function(app_client, FN, make_event("amocrm/lead.sync", data))
+    assert run.status == "Failed"
+    assert run.calls == 1
+    assert "lead_id" in run.output["message"]
