@@ -125,6 +125,19 @@ class TextFormatter(logging.Formatter):
         return base
 
 
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stdout` is now (test capture, CLI redirection), not to the
+    stream that existed when logging was first configured."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        del value
+
+
 def configure_logging(
     *, level: str = "INFO", fmt: str = "json", secrets: list[str] | None = None
 ) -> None:
@@ -137,7 +150,7 @@ def configure_logging(
             handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
             root.setLevel(level)
             return
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _StdoutHandler()
     handler.set_name(_HANDLER_NAME)
     handler.addFilter(InngestProbeFilter())
     handler.addFilter(RedactingFilter())

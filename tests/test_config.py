@@ -61,7 +61,10 @@ def test_erp_api_aliases_from_the_typescript_project() -> None:
 
 def test_trigger_statuses_and_subdomain_are_normalised() -> None:
     settings = settings_from_mapping(
-        {"AMOCRM_TRIGGER_STATUSES": " 7012345:142, 7012345:143 ,", "AMOCRM_SUBDOMAIN": "OOOPrometei.amocrm.ru"}
+        {
+            "AMOCRM_TRIGGER_STATUSES": " 7012345:142, 7012345:143 ,",
+            "AMOCRM_SUBDOMAIN": "OOOPrometei.amocrm.ru",
+        }
     )
     assert settings.amocrm_trigger_statuses == ((7012345, 142), (7012345, 143))
     assert settings.amocrm_host == "oooprometei.amocrm.ru"
@@ -90,11 +93,26 @@ def test_require_names_every_missing_erp_variable() -> None:
 
 
 def test_secrets_never_show_in_repr_or_errors() -> None:
-    settings = settings_from_mapping(
-        {"CRM_API_PASSWORD": "pw-SECRET-value", "ERP_ENTITY_ID": "70"}
-    )
+    settings = settings_from_mapping({"CRM_API_PASSWORD": "pw-SECRET-value", "ERP_ENTITY_ID": "70"})
     assert "pw-SECRET-value" not in repr(settings)
     with pytest.raises(ConfigError) as caught:
         settings_from_mapping({"CRM_API_PASSWORD": "pw-SECRET-value", "ERP_ENTITY_ID": "x"})
     assert "pw-SECRET-value" not in str(caught.value)
     assert "pw-SECRET-value" in settings.secret_values()
+
+
+def test_env_example_documents_every_variable() -> None:
+    import re
+    from pathlib import Path
+
+    from prometei.config import _ENV_TO_FIELD
+
+    text = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, flags=re.M))
+    # Aliases and Vercel's own variable need no line of their own.
+    expected = {
+        name
+        for name in _ENV_TO_FIELD
+        if not name.startswith(("ERP_API_", "UPSTASH_")) and name != "VERCEL"
+    }
+    assert expected <= documented, sorted(expected - documented)

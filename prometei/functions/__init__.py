@@ -14,7 +14,8 @@ from prometei.config import Settings
 
 
 def all_functions(settings: Settings) -> list[inngest.Function[Any]]:
+    from prometei.functions.keepalive import amocrm_token_keepalive
     from prometei.functions.lead_sync import amocrm_webhook_handler
 
     del settings  # used by configurable functions as they are added
-    return [amocrm_webhook_handler]
+    return [amocrm_webhook_handler, amocrm_token_keepalive]

@@ -46,7 +46,7 @@ def guarded(fn: Callable[..., T], *args: Any) -> Callable[[], T]:
 
 def run_step(ctx: inngest.ContextSync, step_id: str, fn: Callable[..., T], *args: Any) -> T:
     """`ctx.step.run` with our error translation; use it for every step in this package."""
-    return ctx.step.run(step_id, guarded(fn, *args))  # type: ignore[arg-type,return-value]
+    return ctx.step.run(step_id, guarded(fn, *args))
 
 
 def skipped(reason: str, **details: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ concurrency 1 per lead, and the ERP lookup by lead id when ERP_LEAD_ID_FIELD is 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import inngest
@@ -26,7 +27,7 @@ STATUS_EVENT = "amocrm/lead.status"
 SYNC_EVENT = "amocrm/lead.sync"
 
 
-def _lead_id(data: dict[str, Any]) -> int:
+def _lead_id(data: Mapping[str, Any]) -> int:
     raw = data.get("lead_id")
     if isinstance(raw, bool) or raw is None:
         raise InputError('event data has no lead_id; send {"lead_id": <amoCRM lead id>}')

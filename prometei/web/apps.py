@@ -67,7 +67,8 @@ def _mount_inngest(app: flask.Flask) -> None:
             and "fnId" not in request.args
             and request.mimetype == "application/x-www-form-urlencoded"
         ):
-            return handle_webhook()
+            response: flask.Response = handle_webhook()
+            return response
         return None
 
     try:
@@ -76,12 +77,12 @@ def _mount_inngest(app: flask.Flask) -> None:
         inngest.flask.serve(app, client, all_functions(settings), serve_path=INNGEST_PATH)
     except ConfigError as exc:
         _broken(app, INNGEST_PATH, ["GET", "POST", "PUT"], exc)
-    except inngest.Error as exc:  # e.g. SigningKeyMissingError in cloud mode
+    except Exception as exc:  # the SDK's errors are not exported; SigningKeyMissingError here
         message = (
             "INNGEST_SIGNING_KEY is not set: copy it from the Inngest dashboard (or install "
             "Inngest's Vercel integration), or set INNGEST_DEV=1 for local development"
-            if "signing key" in str(exc).lower()
-            else f"Inngest setup failed: {exc}"
+            if "signingkey" in type(exc).__name__.lower() or "signing key" in str(exc).lower()
+            else f"Inngest setup failed ({type(exc).__name__}); see the function logs"
         )
         log.error("inngest serve failed: %s", message)
         _broken(app, INNGEST_PATH, ["GET", "POST", "PUT"], ConfigError(message))
