@@ -1,0 +1,370 @@
+"""amoCRM API v4 client: leads (one, or a filtered page) and the account.
+
+Every request goes through `_get`, which adds the bearer token, waits for the rate limiter and
+maps amoCRM's answers onto our error tree (reference: amocrm.md §3.4, §4.3):
+
+    200        JSON body (anything else is a protocol error, retryable)
+    204, 404   "nothing there": a missing lead, an empty list page
+    3xx        wrong account host: a config error; redirects are never followed with a token
+    401        ask the token source once for another token, retry once, then give up
+    402, 403   unpaid / blocked / not allowed: permanent, never retried in a loop
+    429        over the rate limit (HTML body, no Retry-After as a rule): retry later
+    5xx        amoCRM trouble: retry later
+
+The token is sent in a header only and never appears in an error message or a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import requests
+from pydantic import ValidationError
+
+from prometei.amocrm.domains import split_account_host
+from prometei.amocrm.models import LeadSnapshot
+from prometei.amocrm.ratelimit import RateLimiter
+from prometei.errors import (
+    ConfigError,
+    InputError,
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamRejected,
+    UpstreamUnavailable,
+    excerpt,
+)
+from prometei.http import DEFAULT_TIMEOUT, make_session, retry_after_seconds, send
+from prometei.redaction import MASK, redact
+
+if TYPE_CHECKING:
+    from prometei.config import Settings
+
+log = logging.getLogger(__name__)
+
+SERVICE = "amocrm"
+MAX_PAGE_SIZE = 250  # amoCRM v4 list endpoints refuse larger pages
+# amoCRM documents no Retry-After and its 429 page rarely has one. Repeated 429s get the whole
+# account blocked (403 on every call), so back off well past the 1-second window.
+RATE_LIMITED_BACKOFF_SECONDS = 10.0
+MIN_RETRY_AFTER_SECONDS = 1.0
+RECONNECT_HINT = (
+    "reconnect the integration via /api/oauth/callback, "
+    "or replace AMOCRM_ACCESS_TOKEN with a valid long-lived token"
+)
+
+
+class TokenSource(Protocol):
+    """What the client needs from `prometei.tokens` (structural, so any provider fits)."""
+
+    def access_token(self) -> str: ...
+
+    def after_unauthorized(self, rejected: str) -> str | None: ...
+
+    def account_host(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class LeadPage:
+    """One page of `GET /api/v4/leads`; `next_page` is None on the last page."""
+
+    leads: list[LeadSnapshot] = field(default_factory=list)
+    next_page: int | None = None
+
+
+class AmoCRMClient:
+    """A synchronous amoCRM v4 client for one account, with one `requests` session."""
+
+    def __init__(
+        self,
+        tokens: TokenSource,
+        *,
+        session: requests.Session | None = None,
+        limiter: RateLimiter | None = None,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        expected_subdomain: str | None = None,
+    ) -> None:
+        self._tokens = tokens
+        self._session = session or make_session()
+        self._session.headers["Accept"] = "application/hal+json, application/json"
+        self._limiter = limiter or RateLimiter()
+        self._timeout = timeout
+        self._expected_subdomain = expected_subdomain
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, tokens: TokenSource, *, limiter: RateLimiter | None = None
+    ) -> AmoCRMClient:
+        return cls(tokens, limiter=limiter, expected_subdomain=settings.require_subdomain())
+
+    # ---- public API ---------------------------------------------------------------------
+    def get_lead(self, lead_id: int) -> LeadSnapshot | None:
+        """The lead with its contacts, or None when amoCRM has no such lead (204 or 404)."""
+        payload = self._get(f"/api/v4/leads/{int(lead_id)}", {"with": "contacts"})
+        if payload is None:
+            return None
+        return _snapshot(payload)
+
+    def list_leads(
+        self,
+        *,
+        pipeline_id: int | None,
+        status_ids: list[int] | None,
+        updated_since: int | None,
+        page: int,
+        limit: int = MAX_PAGE_SIZE,
+        with_contacts: bool = False,
+    ) -> LeadPage:
+        """One page of leads, oldest update first; a 204 is an empty, final page."""
+        if page < 1:
+            raise InputError(f"page {page} must be 1 or more")
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise InputError(f"limit {limit} must be between 1 and {MAX_PAGE_SIZE}")
+        params = _lead_filters(pipeline_id, status_ids, updated_since)
+        params.update({"page": str(page), "limit": str(limit), "order[updated_at]": "asc"})
+        if with_contacts:
+            params["with"] = "contacts"
+        payload = self._get("/api/v4/leads", params)
+        if payload is None:
+            return LeadPage()
+        embedded = payload.get("_embedded")
+        items = embedded.get("leads") if isinstance(embedded, dict) else None
+        if not isinstance(items, list):
+            raise _protocol_error("the leads list has no _embedded.leads array")
+        leads = [_snapshot(item) for item in items]
+        # amoCRM gives no total count; a page has a `next` link exactly when more follow.
+        links = payload.get("_links")
+        has_next = isinstance(links, dict) and bool(links.get("next"))
+        return LeadPage(leads=leads, next_page=page + 1 if has_next and leads else None)
+
+    def account(self) -> dict[str, Any]:
+        """`GET /api/v4/account`: id, subdomain and name of the account the token belongs to."""
+        payload = self._get("/api/v4/account", {})
+        if payload is None or "id" not in payload:
+            raise _protocol_error("the account endpoint returned no account")
+        return {key: payload.get(key) for key in ("id", "subdomain", "name")}
+
+    # ---- transport ----------------------------------------------------------------------
+    def _get(self, path: str, params: dict[str, str]) -> dict[str, Any] | None:
+        """GET `path` as the account; the JSON object, or None for 204/404. Raises ours."""
+        url = f"https://{self._host()}{path}"
+        used = [self._tokens.access_token()]
+        response = self._request(url, params, used[0])
+        try:
+            if response.status_code == 401:
+                # One new token, one retry: a second 401 means the grant itself is dead, and
+                # looping on refresh would burn single-use refresh tokens.
+                used.append(self._fresh_token(used[0]))
+                response = self._request(url, params, used[1])
+                if response.status_code == 401:
+                    raise _unauthorized()
+            return self._interpret(path, response)
+        except UpstreamError as exc:
+            # Error pages sometimes echo the request; make sure no token rides along.
+            _scrub_tokens(exc, *used)
+            raise
+
+    def _request(self, url: str, params: dict[str, str], token: str) -> requests.Response:
+        self._limiter.acquire()
+        response = send(
+            self._session,
+            SERVICE,
+            "GET",
+            url,
+            params=params,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=self._timeout,
+        )
+        log.debug("amoCRM GET %s -> %s", url.split("?", 1)[0], response.status_code)
+        return response
+
+    def _fresh_token(self, rejected: str) -> str:
+        log.warning("amoCRM refused the access token (401); asking for a fresh one")
+        fresh = self._tokens.after_unauthorized(rejected)
+        if not fresh or fresh == rejected:
+            raise _unauthorized()
+        return fresh
+
+    def _interpret(self, path: str, response: requests.Response) -> dict[str, Any] | None:
+        status = response.status_code
+        if status in (204, 404):
+            # 204 is amoCRM's "no data for this request" (also for a missing lead by id);
+            # 404 is a missing entity or sub-resource. Both mean "not there", not "retry".
+            return None
+        if 200 <= status < 300:
+            return _json_object(response)
+        if 300 <= status < 400:
+            raise _redirected(self._host(), response)
+        if status == 401:
+            raise _unauthorized()
+        if status == 402:
+            raise _error(
+                UpstreamAuthError,
+                "the amoCRM account is not paid (402): renew the subscription; "
+                "the API stays closed until then",
+                response,
+            )
+        if status == 403:
+            raise _error(
+                UpstreamAuthError,
+                "amoCRM forbids access (403): the account may be blocked for exceeding the "
+                "rate limit (ask amoCRM support to unblock it), this server's IP may be "
+                "outside the account's IP whitelist, or the integration lacks rights; "
+                "not retrying",
+                response,
+            )
+        if status == 429:
+            raise _rate_limited(response)
+        if status >= 500:
+            raise _error(
+                UpstreamUnavailable,
+                f"amoCRM server error ({status}) on {path}; will retry",
+                response,
+                retry_after=_retry_after(response, None),
+            )
+        raise _error(UpstreamRejected, f"amoCRM refused GET {path} ({status})", response)
+
+    def _host(self) -> str:
+        """The account host, checked: a token only ever goes to `<sub>.<known domain>`."""
+        host = self._tokens.account_host().strip().lower()
+        parts = split_account_host(host)
+        if parts is None:
+            raise ConfigError(
+                f"amoCRM host {host!r} is not an account host like 'name.amocrm.ru'; "
+                "check AMOCRM_SUBDOMAIN and AMOCRM_BASE_DOMAIN"
+            )
+        if self._expected_subdomain and parts[0] != self._expected_subdomain:
+            raise ConfigError(
+                f"amoCRM host {host!r} is not the configured account "
+                f"{self._expected_subdomain!r} (AMOCRM_SUBDOMAIN)"
+            )
+        return host
+
+
+# ---- helpers ----------------------------------------------------------------------------
+def _lead_filters(
+    pipeline_id: int | None, status_ids: list[int] | None, updated_since: int | None
+) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if status_ids:
+        if pipeline_id is None:
+            raise InputError("status_ids need a pipeline_id: amoCRM filters stages per pipeline")
+        # amoCRM's bracket syntax: one filter[statuses][i] object per (pipeline, stage) pair.
+        for index, status_id in enumerate(status_ids):
+            params[f"filter[statuses][{index}][pipeline_id]"] = str(int(pipeline_id))
+            params[f"filter[statuses][{index}][status_id]"] = str(int(status_id))
+    elif pipeline_id is not None:
+        params["filter[pipeline_id]"] = str(int(pipeline_id))
+    if updated_since is not None:
+        params["filter[updated_at][from]"] = str(int(updated_since))
+    return params
+
+
+def _snapshot(payload: Any) -> LeadSnapshot:
+    if not isinstance(payload, dict):
+        raise _protocol_error("a lead in the answer is not a JSON object")
+    try:
+        return LeadSnapshot.from_api(payload)
+    except (KeyError, TypeError, ValueError, ValidationError):
+        raise _protocol_error("a lead in the answer has no usable id") from None
+
+
+def _json_object(response: requests.Response) -> dict[str, Any]:
+    try:
+        payload = response.json()
+    except ValueError:
+        # Seen behind proxies and during amoCRM incidents: 200 with an HTML page.
+        raise _error(
+            UpstreamProtocolError,
+            f"amoCRM answered {response.status_code} without JSON "
+            f"({response.headers.get('Content-Type', 'no content type')}); will retry",
+            response,
+            retryable=True,
+        ) from None
+    if not isinstance(payload, dict):
+        raise _protocol_error("amoCRM answered JSON that is not an object")
+    return payload
+
+
+def _scrub_tokens(exc: UpstreamError, *tokens: str) -> None:
+    for token in tokens:
+        if token and (token in exc.message or token in exc.body_excerpt):
+            exc.message = exc.message.replace(token, MASK)
+            exc.body_excerpt = exc.body_excerpt.replace(token, MASK)
+            exc.args = (exc.message,)
+
+
+def _body_excerpt(response: requests.Response) -> str:
+    return redact(excerpt(response.text))
+
+
+def _detail(response: requests.Response) -> str:
+    """`detail`/`title` of an application/problem+json body, if there is one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    text = body.get("detail") or body.get("title") or ""
+    return redact(excerpt(str(text), 200))
+
+
+def _error(
+    cls: type[UpstreamAuthError | UpstreamUnavailable | UpstreamRejected | UpstreamProtocolError],
+    message: str,
+    response: requests.Response,
+    *,
+    retryable: bool | None = None,
+    retry_after: float | None = None,
+) -> Exception:
+    detail = _detail(response)
+    return cls(
+        SERVICE,
+        f"{message} [{detail}]" if detail else message,
+        status=response.status_code,
+        body_excerpt=_body_excerpt(response),
+        retryable=retryable,
+        retry_after_seconds=retry_after,
+    )
+
+
+def _protocol_error(message: str) -> UpstreamProtocolError:
+    return UpstreamProtocolError(SERVICE, message, retryable=True)
+
+
+def _unauthorized() -> UpstreamAuthError:
+    return UpstreamAuthError(
+        SERVICE, f"amoCRM refused the access token (401): {RECONNECT_HINT}", status=401
+    )
+
+
+def _retry_after(response: requests.Response, default: float | None) -> float | None:
+    value = retry_after_seconds(response)
+    if value is None:
+        return default
+    return max(value, MIN_RETRY_AFTER_SECONDS)
+
+
+def _rate_limited(response: requests.Response) -> Exception:
+    wait = _retry_after(response, RATE_LIMITED_BACKOFF_SECONDS)
+    return _error(
+        UpstreamUnavailable,
+        f"amoCRM rate limit hit (429); retrying in {wait:g}s. Lower the request rate: "
+        "repeated 429s get the account blocked",
+        response,
+        retry_after=wait,
+    )
+
+
+def _redirected(host: str, response: requests.Response) -> ConfigError:
+    target = response.headers.get("Location", "")
+    target_host = re.sub(r"^https?://([^/?#]*).*$", r"\1", target) if target else "?"
+    return ConfigError(
+        f"amoCRM redirected the request for {host} to {target_host} "
+        f"({response.status_code}): the account host is wrong; check AMOCRM_SUBDOMAIN and "
+        "AMOCRM_BASE_DOMAIN (amocrm.ru, amocrm.com or kommo.com). Not following it."
+    )
