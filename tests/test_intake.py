@@ -422,7 +422,6 @@ def test_readiness_with_broken_settings(client, set_env) -> None:
 
 
 def test_form_post_to_inngest_endpoint_is_handled_as_a_webhook(event_api) -> None:
-    pytest.importorskip("prometei.erp.mapping", reason="lead_sync needs prometei.erp.mapping")
     from prometei.web.apps import create_inngest_app
 
     client = create_inngest_app().test_client()
