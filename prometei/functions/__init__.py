@@ -14,8 +14,13 @@ from prometei.config import Settings
 
 
 def all_functions(settings: Settings) -> list[inngest.Function[Any]]:
+    from prometei.functions import batch_deals, create_deal
     from prometei.functions.keepalive import amocrm_token_keepalive
     from prometei.functions.lead_sync import amocrm_webhook_handler
 
-    del settings  # used by configurable functions as they are added
-    return [amocrm_webhook_handler, amocrm_token_keepalive]
+    return [
+        amocrm_webhook_handler,
+        amocrm_token_keepalive,
+        create_deal.build(settings),
+        batch_deals.build(settings),
+    ]
