@@ -1,0 +1,110 @@
+"""What a token store holds and what every store can do.
+
+`TokenRecord` is the one amoCRM OAuth pair this deployment uses, plus the facts needed to
+decide when to refresh it. `TokenStore` is the interface shared by the Vercel KV store
+(`prometei.store.kv`) and the local file store (`prometei.store.file`); `prometei.tokens` is
+the only code that should talk to a store directly.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from prometei.errors import PrometeiError
+
+
+class TokenRecord(BaseModel):
+    """One access/refresh pair and its metadata. Times are unix seconds.
+
+    The tokens are `SecretStr`, so `repr()`, `str()` and `model_dump()` never show them; use
+    `to_storage()` / `from_storage()` to move a record in and out of a store.
+    `version` is assigned by the store: it grows by one on every write.
+    `moved_from` is set when amoCRM reported that the account now lives at `host` (reference
+    amocrm.md §2.7) while the deployment is still configured for the old host.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    access_token: SecretStr
+    refresh_token: SecretStr
+    expires_at: int
+    obtained_at: int
+    refreshed_at: int | None = None
+    host: str
+    version: Annotated[int, Field(ge=0)] = 0
+    moved_from: str | None = None
+
+    def expires_within(self, seconds: float, now: float) -> bool:
+        """True when the access token is expired or expires within `seconds` from `now`."""
+        return self.expires_at - now <= seconds
+
+    def last_rotated_at(self) -> int:
+        """When this pair was last issued (a refresh, or the first code exchange)."""
+        return self.refreshed_at if self.refreshed_at is not None else self.obtained_at
+
+    def to_storage(self) -> str:
+        """The JSON a store persists. Contains the secrets: never log it."""
+        data: dict[str, Any] = self.model_dump(exclude={"version"})
+        data["access_token"] = self.access_token.get_secret_value()
+        data["refresh_token"] = self.refresh_token.get_secret_value()
+        return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_storage(cls, raw: str | bytes, version: int) -> TokenRecord:
+        """Parse what `to_storage()` wrote; `version` comes from the store."""
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            data["version"] = version
+            return cls.model_validate(data)
+        except (ValueError, ValidationError) as exc:
+            # The message of a ValidationError can quote input values: keep only its type.
+            raise StoreCorrupt(
+                f"the stored token record is unreadable ({type(exc).__name__}); "
+                "reconnect amoCRM via /api/oauth/callback to write a fresh one"
+            ) from None
+
+    def public_view(self) -> dict[str, Any]:
+        """Metadata safe to show on a page, in a log line or in a step output."""
+        return {
+            "expires_at": self.expires_at,
+            "obtained_at": self.obtained_at,
+            "refreshed_at": self.refreshed_at,
+            "host": self.host,
+            "version": self.version,
+            "moved_from": self.moved_from,
+        }
+
+
+@runtime_checkable
+class TokenStore(Protocol):
+    """Where the one OAuth pair lives, shared by every instance that can see the store.
+
+    `acquire_lock`/`release_lock` are a lease lock with an owner token (Redis `SET NX PX` +
+    compare-and-delete semantics): `acquire_lock` returns the owner token or None when someone
+    else holds an unexpired lease; `release_lock` deletes the lock only if `owner` still holds it.
+    """
+
+    kind: str
+
+    def describe(self) -> str:
+        """Where the tokens are kept, for status pages (no secrets)."""
+        ...
+
+    def read(self) -> TokenRecord | None: ...
+
+    def write(self, record: TokenRecord) -> TokenRecord:
+        """Persist `record` (its `version` is ignored); returns it with the new version."""
+        ...
+
+    def acquire_lock(self, ttl_ms: int) -> str | None: ...
+
+    def release_lock(self, owner: str) -> bool: ...
+
+
+class StoreCorrupt(PrometeiError):
+    """The store holds something that is not a token record; the message says where."""

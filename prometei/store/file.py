@@ -1,0 +1,146 @@
+"""The local token store: a JSON file under PROMETEI_STATE_DIR (the embedded default).
+
+Use it for local development and single-machine deployments; on Vercel the filesystem is
+neither shared between instances nor persistent, so `build_store` refuses it there.
+
+Files in the directory (created with mode 0700):
+- `amocrm-tokens.json`: the record plus its version, replaced atomically (temp file in the same
+  directory, fsync, `os.replace`), mode 0600. A reader sees the old or the new file, never half.
+- `amocrm-refresh-lease.json`: the refresh lock's current owner token and lease expiry.
+- `.guard`: an `fcntl.flock` mutex held only for the few milliseconds it takes to check and
+  change the two files above, so version bumps and lease take-overs are atomic across
+  processes. The refresh lock itself is the lease, not the flock: a holder that crashes
+  loses it when the lease runs out, exactly like the KV lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from prometei.store.base import StoreCorrupt, TokenRecord
+
+TOKENS_FILE = "amocrm-tokens.json"
+LEASE_FILE = "amocrm-refresh-lease.json"
+GUARD_FILE = ".guard"
+
+
+class FileTokenStore:
+    """Token pair and refresh lease as files in `directory`; safe across local processes."""
+
+    kind = "file"
+
+    def __init__(self, directory: str | os.PathLike[str], clock: Callable[[], float] = time.time):
+        self.directory = Path(directory)
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"FileTokenStore({str(self.directory)!r})"
+
+    @property
+    def tokens_path(self) -> Path:
+        return self.directory / TOKENS_FILE
+
+    def describe(self) -> str:
+        return f"local file {self.tokens_path}"
+
+    # ---- token record -------------------------------------------------------------------
+    def read(self) -> TokenRecord | None:
+        data = self._load(self.tokens_path)
+        if data is None:
+            return None
+        version = data.pop("version", 0)
+        if not isinstance(version, int):
+            raise StoreCorrupt(f"{self.tokens_path} has a non-integer version; reconnect amoCRM")
+        return TokenRecord.from_storage(json.dumps(data), version)
+
+    def write(self, record: TokenRecord) -> TokenRecord:
+        with self._guard():
+            current = self._load(self.tokens_path)
+            previous = current.get("version", 0) if current else 0
+            version = (previous if isinstance(previous, int) else 0) + 1
+            data = json.loads(record.to_storage())
+            data["version"] = version
+            self._atomic_write(self.tokens_path, data)
+        return record.model_copy(update={"version": version})
+
+    # ---- refresh lease ------------------------------------------------------------------
+    def acquire_lock(self, ttl_ms: int) -> str | None:
+        path = self.directory / LEASE_FILE
+        with self._guard():
+            lease = self._load(path)
+            now_ms = int(self._clock() * 1000)
+            expires_at_ms = lease.get("expires_at_ms") if lease else None
+            if isinstance(expires_at_ms, int) and expires_at_ms > now_ms:
+                return None
+            owner = secrets.token_hex(16)
+            self._atomic_write(path, {"owner": owner, "expires_at_ms": now_ms + int(ttl_ms)})
+            return owner
+
+    def release_lock(self, owner: str) -> bool:
+        path = self.directory / LEASE_FILE
+        with self._guard():
+            lease = self._load(path)
+            if not lease or lease.get("owner") != owner:
+                return False
+            expired = int(lease.get("expires_at_ms", 0)) <= int(self._clock() * 1000)
+            path.unlink(missing_ok=True)
+            # Like the KV lock, an expired lease no longer belongs to anyone.
+            return not expired
+
+    # ---- plumbing -----------------------------------------------------------------------
+    def _ensure_dir(self) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        self._ensure_dir()
+        fd = os.open(self.directory / GUARD_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing drops the flock
+
+    def _load(self, path: Path) -> dict[str, Any] | None:
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise StoreCorrupt(
+                f"{path} is not a JSON object; delete it and reconnect amoCRM via "
+                "/api/oauth/callback"
+            )
+        return data
+
+    def _atomic_write(self, path: Path, data: dict[str, Any]) -> None:
+        self._ensure_dir()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                os.fchmod(handle.fileno(), 0o600)  # whatever the umask says
+                json.dump(data, handle, separators=(",", ":"), sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # make the rename itself durable
+        finally:
+            os.close(dir_fd)

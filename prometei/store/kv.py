@@ -1,0 +1,207 @@
+"""Vercel KV (Upstash Redis) over its REST API, with plain `requests`.
+
+Use `KVClient` for single Redis commands and `KVTokenStore` for the amoCRM token pair and the
+refresh lock. Protocol (reference vercel-kv.md §B6): POST the command as a JSON array to the
+base URL with `Authorization: Bearer <token>`; the answer is `{"result": ...}` on success and
+`{"error": "..."}` (HTTP 400) when the command failed; a bad token is HTTP 401.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from pydantic import SecretStr
+
+from prometei.errors import (
+    UpstreamAuthError,
+    UpstreamProtocolError,
+    UpstreamRejected,
+    UpstreamUnavailable,
+    excerpt,
+)
+from prometei.http import make_session, retry_after_seconds, send
+from prometei.redaction import redact
+from prometei.store.base import TokenRecord
+
+SERVICE = "kv"
+# KV calls sit on the path of every amoCRM call: fail fast rather than eat the step's budget.
+KV_TIMEOUT: tuple[float, float] = (3.0, 10.0)
+AUTH_ENV_NAMES = "KV_REST_API_TOKEN (or UPSTASH_REDIS_REST_TOKEN)"
+URL_ENV_NAMES = "KV_REST_API_URL (or UPSTASH_REDIS_REST_URL)"
+
+Arg = str | int | float
+
+
+class KVClient:
+    """A minimal Upstash REST client: one command per request, explicit timeouts, no retries.
+
+    `command("SET", "k", "v", "NX", "PX", 30000)` returns the decoded `result` (`"OK"`,
+    `None`, ints, strings, lists). Errors: 401 → `UpstreamAuthError`, `{"error"}` →
+    `UpstreamRejected` (`UpstreamAuthError` for `NOPERM`, i.e. a read-only token),
+    429/5xx/network → `UpstreamUnavailable`, anything unparseable → `UpstreamProtocolError`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | SecretStr,
+        session: requests.Session | None = None,
+        timeout: tuple[float, float] = KV_TIMEOUT,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._token = token if isinstance(token, SecretStr) else SecretStr(token)
+        self._session = session or make_session()
+        self._timeout = timeout
+        # Upstash replicas: echoing the last sync token gives read-your-writes (§B6).
+        self._sync_token: str | None = None
+        self._sync_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"KVClient(host={self.host!r})"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "?"
+
+    def command(self, *args: Arg) -> Any:
+        """Run one Redis command and return its `result`."""
+        if not args:
+            raise ValueError("command() needs at least the command name")
+        headers = {"Authorization": f"Bearer {self._token.get_secret_value()}"}
+        with self._sync_lock:
+            if self._sync_token:
+                headers["Upstash-Sync-Token"] = self._sync_token
+        name = str(args[0]).upper()
+        response = send(
+            self._session,
+            SERVICE,
+            "POST",
+            self.url,
+            timeout=self._timeout,
+            json=list(args),
+            headers=headers,
+        )
+        sync = response.headers.get("Upstash-Sync-Token")
+        if sync:
+            with self._sync_lock:
+                self._sync_token = sync
+        return self._decode(name, response)
+
+    def _decode(self, name: str, response: requests.Response) -> Any:
+        status = response.status_code
+        body_text = redact(excerpt(response.text))
+        if status == 401:
+            raise UpstreamAuthError(
+                SERVICE,
+                f"{AUTH_ENV_NAMES} was refused (HTTP 401) by {self.host}; copy the token from the "
+                "store's settings (Vercel → Storage, or the Upstash console)",
+                status=status,
+                body_excerpt=body_text,
+            )
+        if status == 429 or status >= 500:
+            raise UpstreamUnavailable(
+                SERVICE,
+                f"{name} failed with HTTP {status}; will retry",
+                status=status,
+                body_excerpt=body_text,
+                retry_after_seconds=retry_after_seconds(response),
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not ("result" in body or "error" in body):
+            hint = f"; check {URL_ENV_NAMES}" if status in (404, 405) or body is None else ""
+            raise UpstreamProtocolError(
+                SERVICE,
+                f"{name}: HTTP {status} without a {{result}}/{{error}} JSON envelope{hint}",
+                status=status,
+                body_excerpt=body_text,
+            )
+        if "error" in body:
+            error = redact(str(body["error"]))
+            if error.startswith("NOPERM"):
+                # A write with the Read Only token fails as a command error, not as a 401.
+                raise UpstreamAuthError(
+                    SERVICE,
+                    f"{name} not permitted ({excerpt(error, 120)}); {AUTH_ENV_NAMES} must be the "
+                    "standard (read-write) token, not the read-only one",
+                    status=status,
+                    body_excerpt=body_text,
+                )
+            raise UpstreamRejected(
+                SERVICE,
+                f"{name} failed: {excerpt(error, 200)}",
+                status=status,
+                body_excerpt=body_text,
+            )
+        if status != 200:
+            raise UpstreamProtocolError(
+                SERVICE, f"{name}: unexpected HTTP {status}", status=status, body_excerpt=body_text
+            )
+        return body["result"]
+
+
+# KEYS[1] = record hash. Bumps the version and stores the JSON in one atomic step, so two
+# writers can never end up with the same version.
+_WRITE_SCRIPT = (
+    "local v = redis.call('HINCRBY', KEYS[1], 'version', 1) "
+    "redis.call('HSET', KEYS[1], 'record', ARGV[1]) "
+    "return v"
+)
+# Compare-and-delete (reference §B8): only the owner may release; never a bare DEL.
+_RELEASE_SCRIPT = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('del', KEYS[1]) else return 0 end"
+)
+
+
+class KVTokenStore:
+    """The token pair in a Redis hash and the refresh lock as a `SET NX PX` lease key.
+
+    Keys: `<prefix>:tokens` (hash: `record` JSON + `version`) and `<prefix>:refresh-lock`.
+    """
+
+    kind = "kv"
+
+    def __init__(self, client: KVClient, prefix: str = "prometei:amocrm") -> None:
+        self.client = client
+        self.tokens_key = f"{prefix}:tokens"
+        self.lock_key = f"{prefix}:refresh-lock"
+
+    def __repr__(self) -> str:
+        return f"KVTokenStore({self.describe()!r})"
+
+    def describe(self) -> str:
+        return f"Vercel KV (Upstash REST) at {self.client.host}, key {self.tokens_key}"
+
+    def read(self) -> TokenRecord | None:
+        result = self.client.command("HMGET", self.tokens_key, "record", "version")
+        if not isinstance(result, list) or len(result) != 2:
+            raise UpstreamProtocolError(SERVICE, "HMGET answered something other than 2 values")
+        raw, version = result
+        if raw is None:
+            return None
+        return TokenRecord.from_storage(raw, int(version or 0))
+
+    def write(self, record: TokenRecord) -> TokenRecord:
+        version = self.client.command(
+            "EVAL", _WRITE_SCRIPT, 1, self.tokens_key, record.to_storage()
+        )
+        if not isinstance(version, int):
+            raise UpstreamProtocolError(SERVICE, "token write did not return the new version")
+        return record.model_copy(update={"version": version})
+
+    def acquire_lock(self, ttl_ms: int) -> str | None:
+        owner = secrets.token_hex(16)
+        # "OK" when we set it; null when the key exists (NX prevented the write).
+        result = self.client.command("SET", self.lock_key, owner, "NX", "PX", int(ttl_ms))
+        return owner if result == "OK" else None
+
+    def release_lock(self, owner: str) -> bool:
+        result = self.client.command("EVAL", _RELEASE_SCRIPT, 1, self.lock_key, owner)
+        return bool(result == 1)

@@ -1,0 +1,141 @@
+"""A loopback stand-in for amoCRM's token endpoint with real rotation semantics.
+
+`POST /oauth2/access_token` with `grant_type=refresh_token`: a live refresh token is spent and a
+new pair is issued; a spent or unknown one gets amoCRM's 401 "Token has been revoked" problem
+body (reference amocrm.md §2.5). Every request is counted. An optional delay widens the race
+window so concurrent callers really overlap.
+
+The production code always builds `https://<account host>/...` URLs; `LoopbackAdapter` (a
+`requests` transport adapter) reroutes exactly those to this server, so no production seam is
+needed and other processes can reach it too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+CLIENT_ID = "client-id-0000"
+CLIENT_SECRET = "client-secret-SECRET-6666"
+REDIRECT_URI = "https://prometei.example.test/api/oauth/callback"
+EXPIRES_IN = 86400
+
+REVOKED_BODY = {
+    "hint": "Token has been revoked",
+    "title": "Некорректный запрос",
+    "type": "https://developers.amocrm.ru/v3/errors/OAuthProblemJson",
+    "status": 401,
+    "detail": "В запросе отсутствует ряд параметров или параметры невалидны",  # noqa: RUF001
+}
+
+
+@dataclass
+class FakeAmoOAuth:
+    live_refresh: set[str] = field(default_factory=set)
+    issued: list[tuple[str, str]] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    delay_s: float = 0.0
+    url: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def refresh_requests(self) -> int:
+        return sum(1 for r in self.requests if r.get("grant_type") == "refresh_token")
+
+    def secrets(self) -> list[str]:
+        """Every token value this server has issued or accepted."""
+        values = {CLIENT_SECRET}
+        for access, refresh in self.issued:
+            values.update((access, refresh))
+        values.update(self.live_refresh)
+        for request in self.requests:
+            if request.get("refresh_token"):
+                values.add(request["refresh_token"])
+        return sorted(values)
+
+    def app(self, environ: Any, start_response: Any) -> Any:
+        return self._handle(Request(environ))(environ, start_response)
+
+    def _handle(self, request: Request) -> Response:
+        if request.method != "POST" or request.path != "/oauth2/access_token":
+            return _json({"title": "Not found"}, 404)
+        body = json.loads(request.get_data() or b"{}")
+        with self._lock:
+            self.requests.append(body)
+        if body.get("client_id") != CLIENT_ID or body.get("client_secret") != CLIENT_SECRET:
+            return _json({"title": "Некорректный клиент", "status": 401}, 401)
+        if body.get("redirect_uri") != REDIRECT_URI or body.get("grant_type") != "refresh_token":
+            return _json({"title": "Некорректный запрос", "status": 400}, 400)
+        if self.delay_s:
+            time.sleep(self.delay_s)  # server-side latency, widens the race window
+        with self._lock:
+            token = body.get("refresh_token")
+            if token not in self.live_refresh:
+                return _json(REVOKED_BODY, 401)
+            self.live_refresh.discard(token)  # single use
+            n = next(self._counter)
+            access, refresh = f"access-{n}-SECRET", f"refresh-{n}-SECRET"
+            self.live_refresh.add(refresh)
+            self.issued.append((access, refresh))
+        return _json(
+            {
+                "token_type": "Bearer",
+                "expires_in": EXPIRES_IN,
+                "access_token": access,
+                "refresh_token": refresh,
+            },
+            200,
+        )
+
+
+def _json(body: dict[str, Any], status: int) -> Response:
+    return Response(json.dumps(body), status=status, content_type="application/json")
+
+
+@contextmanager
+def running_fake_amo(delay_s: float = 0.0) -> Iterator[FakeAmoOAuth]:
+    fake = FakeAmoOAuth(delay_s=delay_s)
+    server = make_server("127.0.0.1", 0, fake.app, threaded=True)
+    fake.url = f"http://127.0.0.1:{server.server_port}"
+    thread = threading.Thread(target=server.serve_forever, name="fake-amo", daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+        server.server_close()
+
+
+class LoopbackAdapter(HTTPAdapter):
+    """Sends `https://<host>/...` requests to a loopback server instead (tests only)."""
+
+    def __init__(self, host: str, target: str) -> None:
+        super().__init__()
+        self._prefix = f"https://{host}"
+        self._target = target
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        assert request.url is not None and request.url.startswith(self._prefix)
+        request.url = self._target + request.url[len(self._prefix) :]
+        return super().send(request, *args, **kwargs)
+
+
+def loopback_session(host: str, target: str) -> requests.Session:
+    from prometei.http import make_session
+
+    session = make_session()
+    session.mount(f"https://{host}", LoopbackAdapter(host, target))
+    return session
