@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from prometei.erp.client import ERPClient
     from prometei.events import EventSender
     from prometei.store.base import TokenStore
-    from prometei.tokens import AccessTokenSource
+    from prometei.tokens import ManagedTokenSource
 
 
 class Services:
@@ -32,7 +32,7 @@ class Services:
         return build_store(self.settings)
 
     @cached_property
-    def tokens(self) -> AccessTokenSource:
+    def tokens(self) -> ManagedTokenSource:
         from prometei.tokens import build_token_source
 
         return build_token_source(self.settings, lambda: self.store)
