@@ -17,14 +17,16 @@ Outcomes (the run output is plain JSON, never a token):
 - not connected / tokens revoked / OAuth variables missing: the run *fails* (non-retriable)
   with a message saying how to reconnect, so an unconnected deployment shows up red in the
   Inngest dashboard every day instead of hiding behind a green "skipped".
-- otherwise `refreshed` or `fresh`, with the access-token expiry and the pair's age.
+- otherwise `refreshed` or `fresh`, with the access-token expiry, the age the pair had when
+  checked, and the date by which its refresh token would lapse if nothing refreshed it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import inngest
 
@@ -34,12 +36,15 @@ from prometei.functions.client import definitions
 from prometei.logs import log_context
 from prometei.services import get_services
 
+if TYPE_CHECKING:
+    pass
+
 FN_ID = "amocrm-token-keepalive"
 CRON = "TZ=UTC 17 3 * * *"  # daily at 03:17 UTC, off the round hour
 REFRESH_AFTER_S = 7 * 24 * 3600
 REFRESH_TOKEN_LIFETIME_S = 90 * 24 * 3600  # amoCRM: unused refresh tokens die after 3 months
 RECONNECT_HINT = (
-    "open /api/oauth/callback on this deployment and click 'Connect amoCRM' "
+    "to reconnect, open /api/oauth/callback on this deployment and click 'Connect amoCRM' "
     "(as an administrator of the amoCRM account)"
 )
 
@@ -53,32 +58,38 @@ def _iso(value: Any) -> str | None:
     return str(value)
 
 
+def _age_s(status: Mapping[str, Any], now: int) -> int | None:
+    rotated_at = status.get("refreshed_at") or status.get("obtained_at")
+    if isinstance(rotated_at, int | float) and not isinstance(rotated_at, bool):
+        return now - int(rotated_at)
+    return None
+
+
 def keep_alive(max_age_s: int) -> dict[str, Any]:
-    """Step body: refresh the pair when older than `max_age_s`; plain JSON out."""
+    """Step body: refresh the pair when older than `max_age_s`; plain JSON out.
+
+    The provider does the work under the store's refresh lock (and seeds an empty store from
+    AMOCRM_REFRESH_TOKEN when set); an empty store without a seed, or a revoked pair, is its
+    `ReconnectRequired`, which fails the run without retries.
+    """
     services = get_services()
     settings = services.settings
     settings.require_oauth()
-    tokens: Any = services.tokens
-    before = tokens.status()
-    if not before.get("connected"):
-        raise ReconnectRequired(f"amoCRM is not connected: {RECONNECT_HINT}")
-    result = dict(tokens.refresh_if_older_than(max_age_s))
-    after = tokens.status()
-    rotated_at = after.get("refreshed_at") or after.get("obtained_at")
+    tokens = services.tokens
     now = int(time.time())
-    age_s = now - int(rotated_at) if isinstance(rotated_at, int | float) else None
-    expires_at = result.get("expires_at", after.get("expires_at"))
+    age_s = _age_s(tokens.status(), now)
+    result = tokens.refresh_if_older_than(max_age_s)
+    after = tokens.status()
+    if not after.get("connected"):
+        problem = after.get("problem") or "amoCRM is not connected"
+        raise ReconnectRequired(f"{problem}; {RECONNECT_HINT}")
+    rotated_at = now - (_age_s(after, now) or 0)
     return {
         "refreshed": bool(result.get("refreshed")),
-        "expires_at": _iso(expires_at),
-        "age_s": age_s,
+        "expires_at": _iso(result.get("expires_at", after.get("expires_at"))),
         "age_days": round(age_s / 86400, 1) if age_s is not None else None,
         "refresh_after_days": max_age_s // 86400,
-        "refresh_token_lapses_by": _iso(
-            int(rotated_at) + REFRESH_TOKEN_LIFETIME_S
-            if isinstance(rotated_at, int | float)
-            else None
-        ),
+        "refresh_token_lapses_by": _iso(rotated_at + REFRESH_TOKEN_LIFETIME_S),
         "host": after.get("host"),
     }
 
