@@ -27,7 +27,15 @@ def cli(env_file: str) -> None:
 
 
 def main() -> None:
-    from prometei.cli import serve
+    from prometei.cli import deals, serve
 
     cli.add_command(serve.serve)
+    cli.add_command(deals.deals)
+    from prometei.cli import doctor, leads, tokens, webhook_send
+
+    cli.add_command(doctor.doctor)
+    cli.add_command(webhook_send.webhook)
+    cli.add_command(leads.replay)
+    cli.add_command(leads.backfill)
+    cli.add_command(tokens.tokens)
     cli(prog_name="python -m prometei")

@@ -1,0 +1,55 @@
+"""Small helpers shared by the operator commands (doctor, webhook, replay, backfill, tokens).
+
+Exit codes every command keeps: 0 success, 1 a check or request failed, 2 usage or
+configuration error (click's own usage errors are 2 as well).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import NoReturn
+
+import click
+
+from prometei.config import Settings
+from prometei.errors import ConfigError
+from prometei.redaction import MASK
+from prometei.services import Services, get_services
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def load_services() -> Services:
+    """The process services with valid settings, or exit 2 naming the bad variable."""
+    try:
+        services = get_services()
+        _ = services.settings
+    except ConfigError as exc:
+        exit_with(EXIT_USAGE, f"configuration error: {exc.message}")
+    setup_logging(services.settings)
+    return services
+
+
+def setup_logging(settings: Settings, quiet_level: str = "WARNING") -> None:
+    """JSON (or text) log lines with secrets scrubbed, at `quiet_level` unless
+    PROMETEI_LOG_LEVEL=DEBUG, so a command's own output stays readable."""
+    from prometei.logs import configure_logging
+
+    level = "DEBUG" if settings.log_level == "DEBUG" else quiet_level
+    configure_logging(level=level, fmt=settings.log_format, secrets=settings.secret_values())
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every exact secret value masked (longest first)."""
+    for value in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(value, MASK)
+    return text
+
+
+def exit_with(code: int, message: str) -> NoReturn:
+    """Print `message` on stderr and exit with `code`."""
+    click.echo(message, err=True)
+    sys.exit(code)
