@@ -2,7 +2,7 @@
 #   make serve   - the local all-in-one server (INNGEST_DEV=1, local file token store)
 #   make test    - lint, types and the whole test suite
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 PORT ?= 3000
