@@ -201,6 +201,13 @@ def test_missing_lead_ends_as_skipped(app_client, mock, erp, status) -> None:
     assert erp.calls == []
 
 
+def test_deleted_lead_ends_as_skipped(app_client, mock, erp) -> None:
+    mock.get(lead_url(), json=amo_lead(is_deleted=True))
+    run = run_function(app_client, FN, status_event())
+    assert run.output == {"status": "skipped", "reason": "lead is deleted in amoCRM", "lead_id": LEAD_ID}
+    assert erp.calls == []
+
+
 def test_amocrm_401_with_a_long_lived_token_fails_without_retrying(app_client, mock, erp) -> None:
     mock.get(lead_url(), status=401, json={"title": "Unauthorized", "status": 401})
     run = run_function(app_client, FN, status_event())

@@ -81,6 +81,8 @@ def amocrm_webhook_handler(ctx: inngest.ContextSync) -> dict[str, Any]:
         lead_data = run_step(ctx, "fetch-lead-data", fetch_lead, lead_id)
         if lead_data is None:
             return skipped("lead not found in amoCRM (deleted or no access)", lead_id=lead_id)
+        if lead_data.get("is_deleted"):
+            return skipped("lead is deleted in amoCRM", lead_id=lead_id)
 
         lead = LeadSnapshot.model_validate(lead_data)
         if event.name == STATUS_EVENT and not lead.matches(
