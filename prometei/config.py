@@ -51,7 +51,11 @@ LEAD_ATTRIBUTES = (
 )
 _CUSTOM_FIELD_RE = re.compile(r"^cf:(\d+)$")
 _ERP_FIELD_RE = re.compile(r"^field_\d+$")
-_SUBDOMAIN_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# One DNS label; shared with prometei.amocrm.domains so config and the host allow-list agree.
+SUBDOMAIN_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+# amoCRM's own service hosts, never an account.
+RESERVED_SUBDOMAINS = frozenset({"www", "api", "developers", "oauth", "id", "static"})
+_SUBDOMAIN_RE = re.compile(rf"^{SUBDOMAIN_LABEL}$")
 DEV_SERVER_ORIGIN = "http://127.0.0.1:8288/"
 CLOUD_EVENT_API_ORIGIN = "https://inn.gs/"
 
@@ -132,8 +136,9 @@ class Settings(BaseModel):
     )
     log_format: Literal["json", "text"] = Field("json", alias="PROMETEI_LOG_FORMAT")
 
-    # Set by Vercel itself; used to refuse a local file token store there.
+    # Set by Vercel itself; used to refuse a local file token store and dev mode there.
     vercel: str | None = Field(None, alias="VERCEL")
+    allow_dev_on_vercel: bool = Field(False, alias="PROMETEI_ALLOW_DEV_ON_VERCEL")
 
     # ---- validators -------------------------------------------------------------------
     @field_validator("log_level", mode="before")
@@ -152,7 +157,7 @@ class Settings(BaseModel):
         for domain in KNOWN_BASE_DOMAINS:
             if cleaned.endswith("." + domain):
                 cleaned = cleaned[: -len(domain) - 1]
-        if not _SUBDOMAIN_RE.match(cleaned):
+        if not _SUBDOMAIN_RE.match(cleaned) or cleaned in RESERVED_SUBDOMAINS:
             raise ValueError("must be the account subdomain, e.g. 'oooprometei'")
         return cleaned
 
@@ -205,6 +210,18 @@ class Settings(BaseModel):
         if not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("must be an http(s) URL")
         return value
+
+    @model_validator(mode="after")
+    def _no_dev_mode_on_vercel(self) -> Settings:
+        # INNGEST_DEV turns off request signing and the webhook secret requirement. Left over
+        # in a Vercel environment it would let anyone start runs, so refuse it there.
+        if self.on_vercel and self.is_dev and not self.allow_dev_on_vercel:
+            raise ValueError(
+                "INNGEST_DEV is set on Vercel: dev mode accepts unsigned Inngest calls and "
+                "unauthenticated webhooks. Remove INNGEST_DEV from this environment (or set "
+                "PROMETEI_ALLOW_DEV_ON_VERCEL=1 for a throwaway preview)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _kv_pairs(self) -> Settings:

@@ -8,8 +8,8 @@ pays only for the clients it touches (the webhook intake never loads the ERP cli
 from __future__ import annotations
 
 import threading
-from functools import cached_property
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from prometei.config import Settings, get_settings, reset_settings
 
@@ -21,35 +21,62 @@ if TYPE_CHECKING:
     from prometei.tokens import ManagedTokenSource
 
 
+T = TypeVar("T")
+
+
+class _built_once(Generic[T]):
+    """Like `cached_property`, but thread-safe: on a warm Vercel instance requests run on
+    several threads, and two token providers in one process would each hold their own cache."""
+
+    def __init__(self, factory: Callable[[Any], T]) -> None:
+        self.factory = factory
+        self.name = factory.__name__
+        self.__doc__ = factory.__doc__
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> _built_once[T]: ...
+    @overload
+    def __get__(self, instance: Services, owner: type) -> T: ...
+    def __get__(self, instance: Services | None, owner: type) -> T | _built_once[T]:
+        if instance is None:
+            return self
+        with instance._build_lock:
+            if self.name not in instance.__dict__:
+                instance.__dict__[self.name] = self.factory(instance)
+            value: T = instance.__dict__[self.name]
+            return value
+
+
 class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._build_lock = threading.RLock()
 
-    @cached_property
+    @_built_once
     def store(self) -> TokenStore:
         from prometei.store import build_store
 
         return build_store(self.settings)
 
-    @cached_property
+    @_built_once
     def tokens(self) -> ManagedTokenSource:
         from prometei.tokens import build_token_source
 
         return build_token_source(self.settings, lambda: self.store)
 
-    @cached_property
+    @_built_once
     def amocrm(self) -> AmoCRMClient:
         from prometei.amocrm.client import AmoCRMClient
 
         return AmoCRMClient.from_settings(self.settings, self.tokens)
 
-    @cached_property
+    @_built_once
     def erp(self) -> ERPClient:
         from prometei.erp.client import ERPClient
 
         return ERPClient.from_settings(self.settings)
 
-    @cached_property
+    @_built_once
     def events(self) -> EventSender:
         from prometei.events import EventSender
 

@@ -29,6 +29,8 @@ def test_defaults_match_the_design_card() -> None:
         ({"AMOCRM_TRIGGER_STATUSES": "142"}, "AMOCRM_TRIGGER_STATUSES"),
         ({"AMOCRM_BASE_DOMAIN": "example.com"}, "AMOCRM_BASE_DOMAIN"),
         ({"AMOCRM_SUBDOMAIN": "not a subdomain!"}, "AMOCRM_SUBDOMAIN"),
+        ({"AMOCRM_SUBDOMAIN": "abc-"}, "AMOCRM_SUBDOMAIN"),
+        ({"AMOCRM_SUBDOMAIN": "www"}, "AMOCRM_SUBDOMAIN"),
         ({"CRM_API_URL": "erp.example.com/api/rest.php"}, "CRM_API_URL"),
         ({"ERP_LEAD_ID_FIELD": "field_1041"}, "ERP_LEAD_ID_FIELD"),
         ({"ERP_REQUEST_FORMAT": "xml"}, "ERP_REQUEST_FORMAT"),
@@ -116,3 +118,13 @@ def test_env_example_documents_every_variable() -> None:
         if not name.startswith(("ERP_API_", "UPSTASH_")) and name != "VERCEL"
     }
     assert expected <= documented, sorted(expected - documented)
+
+
+def test_dev_mode_is_refused_on_vercel() -> None:
+    with pytest.raises(ConfigError, match="INNGEST_DEV is set on Vercel"):
+        settings_from_mapping({"VERCEL": "1", "INNGEST_DEV": "1"})
+    assert settings_from_mapping({"VERCEL": "1"}).mode == "cloud"
+    allowed = settings_from_mapping(
+        {"VERCEL": "1", "INNGEST_DEV": "1", "PROMETEI_ALLOW_DEV_ON_VERCEL": "1"}
+    )
+    assert allowed.is_dev

@@ -58,11 +58,8 @@ def assert_no_secrets(run, caplog) -> None:
 @pytest.mark.parametrize("event_name", ["crm/create-deal", "erp/task.create"])
 def test_deal_event_writes_one_record(app_client, erp, event_name, caplog) -> None:
     caplog.set_level(logging.DEBUG)
-    run = run_function(
-        app_client,
-        FN,
-        deal_event({"dealName": "  Order #1042 ", "amount": "15000.50"}, event_name),
-    )
+    event = deal_event({"dealName": "  Order #1042 ", "amount": "15000.50"}, event_name)
+    run = run_function(app_client, FN, event)
 
     assert run.status == "Completed", run.output
     assert run.calls == 2  # one step + the final call
@@ -77,6 +74,8 @@ def test_deal_event_writes_one_record(app_client, erp, event_name, caplog) -> No
         "record_id": erp.rows[70][0]["id"],
         "entity_id": 70,
         "duplicates": [],
+        # derived from the event id when the sender gave none (see the next test)
+        "externalId": f"{event['id']}-0",
     }
     assert_no_secrets(run, caplog)
 
@@ -142,12 +141,17 @@ def test_lost_insert_answer_with_external_id_updates_instead_of_inserting_twice(
     assert [r["field_1039"] for r in erp.rows[70]] == ["A v2"]
 
 
-def test_without_external_id_the_lookup_is_not_used(app_client, erp, set_env) -> None:
+def test_without_external_id_the_event_id_guards_a_lost_insert_answer(
+    app_client, erp, set_env
+) -> None:
     set_env(ERP_LEAD_ID_FIELD="1041")
-    run = run_function(app_client, FN, deal_event({"dealName": "A"}))
+    erp.fail_next("insert", requests.exceptions.ReadTimeout, after_effect=True)
+    event = deal_event({"dealName": "A"})
+    run = run_function(app_client, FN, event)
     assert run.status == "Completed"
-    assert erp.actions("select") == []
-    assert "field_1041" not in erp.actions("insert")[0]["items"]
+    assert len(erp.rows[70]) == 1  # the retry found the landed record and updated it
+    assert erp.rows[70][0]["field_1041"] == f"{event['id']}-0"
+    assert run.output["action"] == "updated"
 
 
 def test_permanent_erp_error_fails_without_retry_or_secrets(app_client, erp, caplog) -> None:

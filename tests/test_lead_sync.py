@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -252,3 +253,16 @@ def test_event_without_a_usable_lead_id_fails_at_once(app_client, erp, data) -> 
     assert run.status == "Failed"
     assert run.calls == 1
     assert "lead_id" in run.output["message"]
+
+
+def test_sync_config_limits_per_lead_concurrency_and_amocrm_rate(app_client) -> None:
+    """What Inngest is told at sync: one run per lead, and a throttle under amoCRM's 7/s."""
+    from prometei.config import get_settings
+    from prometei.functions import all_functions
+
+    (fn,) = [f for f in all_functions(get_settings()) if f.local_id == FN]
+    config = fn.get_config("https://app.example.test/api/inngest").main
+    assert [(c.key, c.limit) for c in config.concurrency] == [("event.data.lead_id", 1)]
+    assert config.throttle.limit <= 6
+    assert config.throttle.period == timedelta(seconds=1)
+    assert config.steps["step"].retries.attempts == 5

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import re
 
-from prometei.config import KNOWN_BASE_DOMAINS
+from prometei.config import KNOWN_BASE_DOMAINS, RESERVED_SUBDOMAINS, SUBDOMAIN_LABEL
 
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_LABEL = SUBDOMAIN_LABEL
 _DOMAINS = "|".join(re.escape(domain) for domain in KNOWN_BASE_DOMAINS)
 _ACCOUNT_HOST_RE = re.compile(rf"^(?P<sub>{_LABEL})\.(?P<domain>{_DOMAINS})$")
 # amoCRM's shared API hosts (`api-a.amocrm.ru`, `api-b.amocrm.ru`, ...). Staff advice: take
 # the exact one from the token's `api_domain` claim, never hard-code the letter.
 _API_DOMAIN_RE = re.compile(rf"^api-[a-z0-9]{{1,8}}\.(?:{_DOMAINS})$")
-# Labels under the known domains that are amoCRM's own sites, never an account.
-_RESERVED_LABELS = frozenset({"www", "api", "developers", "oauth", "id", "static"})
+_RESERVED_LABELS = RESERVED_SUBDOMAINS
 
 
 def normalize_host(value: str) -> str | None:

@@ -28,6 +28,7 @@ from prometei.deals import (
     DealPayload,
     DealValidationError,
     deal_items,
+    derived_external_id,
     entity_of,
     parse_deal,
 )
@@ -66,6 +67,10 @@ def create_erp_task(ctx: inngest.ContextSync) -> dict[str, Any]:
         raise inngest.NonRetriableError(exc.message) from None
 
     data = deal.to_data()
+    if "externalId" not in data and ctx.event.id:
+        # No externalId from the sender: derive one from the event id, so that with
+        # ERP_LEAD_ID_FIELD a retry after a lost insert answer updates instead of inserting.
+        data["externalId"] = derived_external_id(ctx.event.id, 0)
     with log_context(event_id=ctx.event.id, run_id=ctx.run_id, fn_id=FN_ID):
         written = run_step(ctx, STEP_ID, write_deal, data)
         ctx.logger.info(

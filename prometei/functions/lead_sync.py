@@ -10,6 +10,7 @@ concurrency 1 per lead, and the ERP lookup by lead id when ERP_LEAD_ID_FIELD is 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import inngest
@@ -68,6 +69,9 @@ def write_erp_record(lead_data: dict[str, Any]) -> dict[str, Any]:
     ],
     # One run per lead at a time: the ERP lookup-then-write is not transactional.
     concurrency=[inngest.Concurrency(limit=1, key="event.data.lead_id")],
+    # Each run makes one amoCRM request; amoCRM allows 7/s per integration across all our
+    # instances (more gets 429s, then a 403 block of the account), so start at most 5 runs/s.
+    throttle=inngest.Throttle(limit=5, period=timedelta(seconds=1), burst=2),
     retries=5,
 )
 def amocrm_webhook_handler(ctx: inngest.ContextSync) -> dict[str, Any]:
