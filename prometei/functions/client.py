@@ -2,8 +2,8 @@
 
 Functions are declared against `definitions`, which stands in for a client (only the app id is
 used): an `inngest.Function` does not keep the client that made it, so the real, configured
-client is built later by `build_client(settings)` when an entrypoint serves the functions. Importing a
-function module therefore never reads the environment.
+client is built later by `build_client(settings)` when an entrypoint serves the functions.
+Importing a function module therefore never reads the environment.
 """
 
 from __future__ import annotations
