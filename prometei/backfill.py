@@ -31,10 +31,10 @@ from typing import Any
 from prometei.amocrm.client import MAX_PAGE_SIZE, AmoCRMClient, LeadPage
 from prometei.amocrm.models import LeadSnapshot
 from prometei.errors import InputError, UpstreamUnavailable
+from prometei.events import sync_event
 
 log = logging.getLogger(__name__)
 
-SYNC_EVENT = "amocrm/lead.sync"
 STATE_VERSION = 1
 DEFAULT_RETRY_WAIT_SECONDS = 10.0
 
@@ -54,13 +54,9 @@ class BackfillReport:
     started_at: int = 0  # Unix time; pass as `updated_since` to catch leads changed meanwhile
 
 
-def sync_event(lead: LeadSnapshot) -> dict[str, Any]:
-    """The `amocrm/lead.sync` event for a lead; the id is stable for one lead version."""
-    return {
-        "name": SYNC_EVENT,
-        "data": {"lead_id": lead.id},
-        "id": f"sync-{lead.id}-{lead.updated_at or 0}",
-    }
+def sync_event_id(lead: LeadSnapshot) -> str:
+    """`sync-<lead id>-<updated_at>`: the same for one lead version, new after a change."""
+    return f"sync-{lead.id}-{lead.updated_at or 0}"
 
 
 class Backfill:
@@ -152,7 +148,7 @@ class Backfill:
         leads: list[LeadSnapshot],
         report: BackfillReport,
     ) -> None:
-        events = [sync_event(lead) for lead in leads]
+        events = [sync_event(lead.id, id=sync_event_id(lead)) for lead in leads]
         batches = [
             events[i : i + self._batch_size] for i in range(0, len(events), self._batch_size)
         ]

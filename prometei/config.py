@@ -50,7 +50,9 @@ LEAD_ATTRIBUTES = (
     "main_contact_id",
 )
 _CUSTOM_FIELD_RE = re.compile(r"^cf:(\d+)$")
-_ERP_FIELD_RE = re.compile(r"^field_\d+$")
+# An ERP (Rukovoditel) field key; deals.py checks extra fields with it too.
+ERP_FIELD_RE = re.compile(r"^field_\d+$")
+_ERP_FIELD_RE = ERP_FIELD_RE  # the old name
 # One DNS label; shared with prometei.amocrm.domains so config and the host allow-list agree.
 SUBDOMAIN_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 # amoCRM's own service hosts, never an account.
@@ -207,8 +209,15 @@ class Settings(BaseModel):
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not re.match(r"^https?://[^\s/]+", value):
+        match = re.match(r"^https?://([^\s/?#]+)", value)
+        if match is None:
             raise ValueError("must be an http(s) URL")
+        if "@" in match.group(1):
+            # Never echo the value: the part before "@" is a password.
+            raise ValueError(
+                "must not carry credentials (user:password@host); give them in their own "
+                "variables (the ERP login in CRM_API_USERNAME and CRM_API_PASSWORD)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -303,7 +312,8 @@ class Settings(BaseModel):
         return values
 
 
-_ENV_TO_FIELD: dict[str, str] = {}
+# Every environment variable Settings reads (aliases included) -> its field name.
+ENV_NAMES: dict[str, str] = {}
 for _name, _field in Settings.model_fields.items():
     _choices = (
         _field.validation_alias.choices
@@ -312,7 +322,28 @@ for _name, _field in Settings.model_fields.items():
     )
     for _alias in _choices:
         if isinstance(_alias, str):
-            _ENV_TO_FIELD[_alias] = _name
+            ENV_NAMES[_alias] = _name
+_ENV_TO_FIELD = ENV_NAMES  # the old name
+
+# The fields holding a secret (`SecretStr` or `SecretStr | None`).
+SECRET_FIELDS = frozenset(
+    name
+    for name, info in Settings.model_fields.items()
+    if SecretStr in getattr(info.annotation, "__args__", (info.annotation,))
+)
+
+
+def secret_env_values(environ: Mapping[str, str]) -> list[str]:
+    """The value of every secret variable set in `environ`, well-formed or not.
+
+    For scrubbing output when the configuration may not load; once it has, use
+    `Settings.secret_values()`.
+    """
+    return [
+        value
+        for env, field_name in ENV_NAMES.items()
+        if field_name in SECRET_FIELDS and (value := environ.get(env, "").strip())
+    ]
 
 
 def _env_name(field_name: str) -> str:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from prometei.config import ERP_FIELD_RE
 from prometei.errors import ConfigError, InputError, PrometeiError
 
 if TYPE_CHECKING:
@@ -56,7 +57,6 @@ MAX_EVENT_BYTES = 256 * 1024
 # Rukovoditel does not escape values of unique fields (rukovoditel-live.md U3): a quote in
 # an external id could break the ERP's SQL, so ids are restricted to a safe alphabet.
 _EXTERNAL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/#-]{0,254}$")
-_ERP_FIELD_RE = re.compile(r"^field_\d+$")
 _AMOUNT_RE = re.compile(r"^\d+(?:[.,]\d+)?$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 
@@ -176,7 +176,7 @@ class DealPayload(BaseModel):
             raise ValueError(f"at most {MAX_EXTRA_FIELDS} extra fields")
         problems, out = [], {}
         for key, item in value.items():
-            if not isinstance(key, str) or not _ERP_FIELD_RE.match(key):
+            if not isinstance(key, str) or not ERP_FIELD_RE.match(key):
                 problems.append(f"fields.{key}: key must look like field_1041")
                 continue
             try:

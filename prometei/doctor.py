@@ -3,7 +3,8 @@
 Each check is a plain function returning `Check(name, ok, detail, fix)`, so the CLI
 (`python -m prometei doctor`) and tests can run them one by one:
 
-    environment   every variable well-formed; the required ones present
+    environment   every variable well-formed; the required ones present (a plain http://
+                  CRM_API_URL is a warning: the ERP key and password would travel unencrypted)
     kv            Vercel KV answers PING and accepts a write with the configured token
     amocrm        the access token is accepted by the configured account (GET /api/v4/account)
     erp           Rukovoditel accepts the API key, username and password (`login` action)
@@ -23,9 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, SecretStr
-
-from prometei.config import Settings, settings_from_mapping
+from prometei.config import ENV_NAMES, Settings, settings_from_mapping
 from prometei.errors import (
     ConfigError,
     PrometeiError,
@@ -124,39 +123,8 @@ def _skip(name: str, detail: str) -> Check:
 # ---- environment ----------------------------------------------------------------------------
 
 
-def env_names() -> dict[str, str]:
-    """Every environment variable Settings reads -> its field name."""
-    names: dict[str, str] = {}
-    for field_name, info in Settings.model_fields.items():
-        alias = info.validation_alias
-        choices = alias.choices if isinstance(alias, AliasChoices) else [info.alias]
-        for choice in choices:
-            if isinstance(choice, str):
-                names[choice] = field_name
-    return names
-
-
-def _secret_fields() -> set[str]:
-    return {
-        name
-        for name, info in Settings.model_fields.items()
-        if "SecretStr" in str(info.annotation) or info.annotation is SecretStr
-    }
-
-
-def secret_values(environ: Mapping[str, str]) -> list[str]:
-    """The values of every secret variable set in `environ` (for scrubbing output)."""
-    secret_fields = _secret_fields()
-    return [
-        value
-        for env, field_name in env_names().items()
-        if field_name in secret_fields and (value := environ.get(env, "").strip())
-    ]
-
-
 def _present(environ: Mapping[str, str]) -> dict[str, str]:
-    known = env_names()
-    return {k: v for k, v in environ.items() if k in known and v.strip() != ""}
+    return {k: v for k, v in environ.items() if k in ENV_NAMES and v.strip() != ""}
 
 
 def _validate_one(name: str, value: str) -> str | None:
@@ -182,7 +150,8 @@ def check_environment(environ: Mapping[str, str]) -> tuple[list[Check], Settings
     """Rows for malformed and missing variables, and the Settings built from the good ones.
 
     Malformed variables are left out of the returned Settings, so the later checks still run
-    on everything else. Returns a single OK row when nothing is wrong.
+    on everything else. Returns a single OK row when nothing is wrong, followed by a WARN row
+    for a setting that works but is risky (a plain http:// CRM_API_URL).
     """
     present = _present(environ)
     rows: list[Check] = []
@@ -236,7 +205,26 @@ def check_environment(environ: Mapping[str, str]) -> tuple[list[Check], Settings
         return rows, None
     if not rows:
         rows.append(Check("environment", True, _summary(settings, len(present))))
+    rows.extend(_risky_settings(settings))
     return rows, settings
+
+
+def _risky_settings(settings: Settings) -> list[Check]:
+    """Warnings for settings that work but deserve a change."""
+    url = urlsplit(settings.crm_api_url or "")
+    if url.scheme != "http":
+        return []
+    return [
+        Check(
+            "CRM_API_URL",
+            True,
+            f"plain http:// to {url.hostname or '?'}: the ERP API key and password travel "
+            "unencrypted with every request",
+            "use the https:// address of Rukovoditel's api/rest.php (give the ERP server a "
+            "TLS certificate if it has none)",
+            warning=True,
+        )
+    ]
 
 
 def _summary(settings: Settings, count: int) -> str:

@@ -29,7 +29,7 @@ from prometei.errors import (
     excerpt,
 )
 from prometei.http import DEFAULT_TIMEOUT, make_session, send
-from prometei.redaction import MASK, redact
+from prometei.redaction import redact
 
 LEAD_EVENT_PREFIX = "amocrm/lead."
 STATUS_ACTION = "status"
@@ -128,10 +128,11 @@ def lead_event_id(account: WebhookAccount, item: LeadItem) -> str:
 
 
 def sync_event(lead_id: int, *, id: str | None = None) -> Event:
-    """`amocrm/lead.sync` for one lead (replay/backfill).
+    """`amocrm/lead.sync` for one lead: the one builder replays and backfills use.
 
     Without `id` the event has none, so Inngest runs it even if the lead was synced recently;
-    pass an `id` to make repeats of the same replay a no-op for 24 h.
+    pass an `id` to make repeats a no-op for 24 h (replay: `replay-<lead>-<key>`, backfill:
+    `sync-<lead>-<updated_at>`).
     """
     if isinstance(lead_id, bool) or not isinstance(lead_id, int) or lead_id <= 0:
         raise InputError(f"lead id {lead_id!r} must be a positive integer")
@@ -237,9 +238,7 @@ class EventSender:
 
     def _scrubbed(self, text: str) -> str:
         """A short excerpt with the key masked (an echoed URL would carry it)."""
-        if self._event_key:
-            text = text.replace(self._event_key, MASK)
-        return excerpt(redact(text))
+        return excerpt(redact(text, extra=(self._event_key or "",)))
 
 
 def _rejection(status: int) -> str:

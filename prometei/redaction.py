@@ -3,6 +3,10 @@
 Two layers: the exact values of every configured secret (tokens, passwords, keys, the webhook
 secret), and patterns for secrets we never configured but may see (bearer headers, JWTs,
 `password=`/`key=` parameters, amoCRM codes and refresh tokens in echoed request bodies).
+
+`redact(text, extra=...)` is the one scrubber for outside text (error bodies, messages); `extra`
+takes exact values known only to the caller. `mask_values(text, values)` masks exact values
+only, for a command's own output where a pattern would mangle a hint.
 """
 
 from __future__ import annotations
@@ -36,18 +40,42 @@ def register_secrets(values: Iterable[str]) -> None:
     global _known
     with _lock:
         merged = set(_known) | {v for v in values if v and len(v) >= 4}
-        # Longest first so a secret that contains another is masked whole.
-        _known = tuple(sorted(merged, key=len, reverse=True))
+        _known = tuple(_longest_first(merged))
 
 
-def redact(text: str) -> str:
-    """Return `text` with every known secret and secret-looking pattern masked."""
-    for value in _known:
-        if value in text:
-            text = text.replace(value, MASK)
+def mask_values(text: str, values: Iterable[str]) -> str:
+    """`text` with each of `values` masked by exact value, longest first, whatever its length.
+
+    No patterns: for text that must stay readable as written (a command's own output, where
+    `?token=<it>` is a hint, not a secret). Use `redact` for anything that came from outside.
+    """
+    return _mask(text, _longest_first(values))
+
+
+def redact(text: str, extra: Iterable[str] = ()) -> str:
+    """Return `text` with every known secret and secret-looking pattern masked.
+
+    `extra` adds exact values that are not registered globally (a client's own key and
+    password, a request's one-time code); unlike registered ones they are masked whatever
+    their length.
+    """
+    extra_values = [value for value in extra if value]
+    text = _mask(text, _longest_first([*_known, *extra_values]) if extra_values else _known)
     for pattern in _PATTERNS:
         if pattern.groups:
             text = pattern.sub(lambda m: m.group(1) + MASK, text)
         else:
             text = pattern.sub(MASK, text)
     return text
+
+
+def _mask(text: str, ordered: Iterable[str]) -> str:
+    for value in ordered:
+        if value in text:
+            text = text.replace(value, MASK)
+    return text
+
+
+def _longest_first(values: Iterable[str]) -> list[str]:
+    # Longest first so a secret that contains another is masked whole.
+    return sorted({value for value in values if value}, key=len, reverse=True)

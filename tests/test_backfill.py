@@ -15,8 +15,9 @@ import responses
 from prometei.amocrm.client import AmoCRMClient
 from prometei.amocrm.models import LeadSnapshot
 from prometei.amocrm.ratelimit import RateLimiter
-from prometei.backfill import Backfill, BackfillReport, sync_event
+from prometei.backfill import Backfill, BackfillReport, sync_event_id
 from prometei.errors import UpstreamUnavailable
+from prometei.events import SYNC_EVENT, sync_event
 from tests.conftest import AMO_BASE
 
 LEADS_URL = f"{AMO_BASE}/api/v4/leads"
@@ -304,10 +305,13 @@ def test_event_ids_are_stable_across_runs_and_change_with_updates(
 
 
 def test_sync_event_shape() -> None:
-    event = sync_event(LeadSnapshot(id=42, updated_at=1700000000))
+    lead = LeadSnapshot(id=42, updated_at=1700000000)
+    event = sync_event(lead.id, id=sync_event_id(lead))
     assert event == {
         "name": "amocrm/lead.sync",
         "data": {"lead_id": 42},
         "id": "sync-42-1700000000",
     }
-    assert sync_event(LeadSnapshot(id=42, updated_at=1700000000)) == event
+    assert event["name"] == SYNC_EVENT
+    assert sync_event_id(LeadSnapshot(id=42, updated_at=1700000000)) == event["id"]
+    assert sync_event_id(LeadSnapshot(id=42)) == "sync-42-0"

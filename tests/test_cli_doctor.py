@@ -362,6 +362,29 @@ def test_environment_rows_never_quote_a_malformed_secret_value():
     assert settings is not None and settings.crm_api_url is None
 
 
+def test_erp_url_with_credentials_fails_without_quoting_them():
+    environ = dict(BASE_ENV, CRM_API_URL="https://api:hunter2-SECRET@erp.test/api/rest.php")
+    found, _ = check_environment(environ)
+    assert [c.name for c in found if not c.ok] == ["CRM_API_URL"]
+    assert "CRM_API_PASSWORD" in found[0].detail
+    assert "hunter2" not in found[0].detail + found[0].fix
+
+
+def test_plain_http_erp_url_is_a_warning_not_a_failure(set_env):
+    environ = dict(BASE_ENV, CRM_API_URL="http://erp.example.test/api/rest.php")
+    found, settings = check_environment(environ)
+    assert settings is not None
+    assert [(c.name, c.status) for c in found] == [("environment", "OK"), ("CRM_API_URL", "WARN")]
+    assert "erp.example.test" in found[1].detail and "unencrypted" in found[1].detail
+    assert "https://" in found[1].fix
+
+    set_env(CRM_API_URL="http://erp.example.test/api/rest.php")
+    result = invoke("--offline")
+    assert result.exit_code == 0, result.output
+    assert rows(result)["CRM_API_URL"] == "WARN"
+    assert "https://" in fix_of(result, "CRM_API_URL")
+
+
 def test_inngest_fallback_key_equal_to_the_primary_fails():
     settings = settings_from_mapping(
         dict(BASE_ENV, INNGEST_SIGNING_KEY_FALLBACK=TEST_SECRETS["INNGEST_SIGNING_KEY"])

@@ -107,14 +107,14 @@ def test_env_example_documents_every_variable() -> None:
     import re
     from pathlib import Path
 
-    from prometei.config import _ENV_TO_FIELD
+    from prometei.config import ENV_NAMES
 
     text = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
     documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, flags=re.M))
     # Aliases and Vercel's own variable need no line of their own.
     expected = {
         name
-        for name in _ENV_TO_FIELD
+        for name in ENV_NAMES
         if not name.startswith(("ERP_API_", "UPSTASH_")) and name != "VERCEL"
     }
     assert expected <= documented, sorted(expected - documented)
@@ -128,3 +128,27 @@ def test_dev_mode_is_refused_on_vercel() -> None:
         {"VERCEL": "1", "INNGEST_DEV": "1", "PROMETEI_ALLOW_DEV_ON_VERCEL": "1"}
     )
     assert allowed.is_dev
+
+
+def test_url_with_credentials_is_refused_without_echoing_them() -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping({"CRM_API_URL": "https://api:hunter2-SECRET@erp.test/api/rest.php"})
+    message = str(caught.value)
+    assert "CRM_API_URL" in message and "CRM_API_USERNAME and CRM_API_PASSWORD" in message
+    assert "hunter2" not in message
+    # An "@" after the host is not user info.
+    url = "https://erp.test/api/rest.php?contact=a@b.test"
+    assert settings_from_mapping({"CRM_API_URL": url}).crm_api_url == url
+
+
+def test_secret_env_values_reads_secrets_even_from_a_config_that_does_not_load() -> None:
+    from prometei.config import ENV_NAMES, secret_env_values
+
+    assert ENV_NAMES["ERP_API_PASSWORD"] == ENV_NAMES["CRM_API_PASSWORD"] == "crm_api_password"
+    environ = {
+        "CRM_API_PASSWORD": " pw-SECRET ",
+        "KV_REST_API_TOKEN": "kv-token",
+        "CRM_API_USERNAME": "api",
+        "ERP_ENTITY_ID": "not a number",
+    }
+    assert sorted(secret_env_values(environ)) == ["kv-token", "pw-SECRET"]

@@ -73,6 +73,13 @@ def test_from_settings_uses_env_values_and_format() -> None:
     assert KEY not in repr(client) and PASSWORD not in repr(client)
 
 
+def test_repr_shows_the_scheme_and_host_only() -> None:
+    url = "https://erp.example.test:8443/private/api/rest.php?site=a"
+    shown = repr(ERPClient(url, KEY, "api", PASSWORD))
+    assert "url='https://erp.example.test'" in shown
+    assert "private" not in shown and "rest.php" not in shown and "8443" not in shown
+
+
 def test_from_settings_names_the_missing_variable() -> None:
     env = {k: v for k, v in BASE_ENV.items() if k != "CRM_API_PASSWORD"}
     with pytest.raises(ConfigError, match="CRM_API_PASSWORD"):

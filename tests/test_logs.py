@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from prometei.logs import configure_logging, log_context
-from prometei.redaction import redact, register_secrets
+from prometei.redaction import mask_values, redact, register_secrets
 
 
 @pytest.fixture
@@ -74,3 +74,18 @@ def test_secret_shapes_are_redacted_even_when_unregistered(text: str) -> None:
 def test_error_codes_are_not_mistaken_for_secrets() -> None:
     register_secrets([])
     assert redact('{"error_code":"login_fail"}') == '{"error_code":"login_fail"}'
+
+
+def test_redact_masks_extra_values_of_any_length_longest_first() -> None:
+    # Registered secrets need 4+ characters; `extra` ones (a client's own password) do not.
+    assert redact("login pw9 refused", extra=("pw9",)) == "login [REDACTED] refused"
+    assert redact("abc abcdef", extra=("abc", "abcdef", "")) == "[REDACTED] [REDACTED]"
+    assert redact("key=abcd1234", extra=("zzzz",)) == "key=[REDACTED]"  # patterns still apply
+
+
+def test_mask_values_masks_exact_values_only() -> None:
+    hint = "add ?token=<it> to the webhook URL"
+    assert mask_values(hint, []) == hint  # a pattern would have eaten "<it>"
+    assert mask_values("pw 0123 and 01234", ["0123", "01234", ""]) == (
+        "pw [REDACTED] and [REDACTED]"
+    )

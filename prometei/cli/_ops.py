@@ -7,14 +7,12 @@ configuration error (click's own usage errors are 2 as well).
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
 from typing import NoReturn
 
 import click
 
 from prometei.config import Settings
 from prometei.errors import ConfigError
-from prometei.redaction import MASK
 from prometei.services import Services, get_services
 
 EXIT_OK = 0
@@ -40,13 +38,6 @@ def setup_logging(settings: Settings, quiet_level: str = "WARNING") -> None:
 
     level = "DEBUG" if settings.log_level == "DEBUG" else quiet_level
     configure_logging(level=level, fmt=settings.log_format, secrets=settings.secret_values())
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every exact secret value masked (longest first)."""
-    for value in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(value, MASK)
-    return text
 
 
 def exit_with(code: int, message: str) -> NoReturn:

@@ -9,8 +9,10 @@ import textwrap
 
 import click
 
-from prometei.cli._ops import EXIT_FAILED, EXIT_OK, scrub, setup_logging
-from prometei.doctor import Check, check_environment, run_checks, secret_values
+from prometei.cli._ops import EXIT_FAILED, EXIT_OK, setup_logging
+from prometei.config import secret_env_values
+from prometei.doctor import Check, check_environment, run_checks
+from prometei.redaction import mask_values
 
 NAME_WIDTH = 24
 STATUS_WIDTH = 7
@@ -21,12 +23,12 @@ def _row(check: Check, secrets: list[str]) -> str:
     """One table row: the detail wrapped under its column, the fix on one unwrapped line
     (it is often a command to copy)."""
     indent = " " * (NAME_WIDTH + STATUS_WIDTH)
-    detail = textwrap.wrap(scrub(check.detail, secrets), DETAIL_WIDTH) or [""]
+    detail = textwrap.wrap(mask_values(check.detail, secrets), DETAIL_WIDTH) or [""]
     name = f"{check.name:<{NAME_WIDTH - 1}} "
     lines = [f"{name}{check.status:<{STATUS_WIDTH}}{detail[0]}"]
     lines += [indent + line for line in detail[1:]]
     if check.fix and check.status in ("FAIL", "WARN"):
-        lines.append(f"{indent}fix: {scrub(check.fix, secrets)}")
+        lines.append(f"{indent}fix: {mask_values(check.fix, secrets)}")
     return "\n".join(lines)
 
 
@@ -55,7 +57,7 @@ def doctor(offline: bool, as_json: bool) -> None:
       python -m prometei doctor --offline --json
     """
     environ = dict(os.environ)
-    secrets = secret_values(environ)
+    secrets = secret_env_values(environ)
     _, settings = check_environment(environ)
     if settings is not None:
         # Each failure is already a row of the table; the clients' warnings would repeat it.
@@ -76,8 +78,10 @@ def doctor(offline: bool, as_json: bool) -> None:
                 {
                     "name": check.name,
                     "status": check.status.lower(),
-                    "detail": scrub(check.detail, secrets),
-                    "fix": scrub(check.fix, secrets) if check.status in ("FAIL", "WARN") else "",
+                    "detail": mask_values(check.detail, secrets),
+                    "fix": (
+                        mask_values(check.fix, secrets) if check.status in ("FAIL", "WARN") else ""
+                    ),
                 }
                 for check in checks
             ],

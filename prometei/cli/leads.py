@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from prometei.cli._ops import EXIT_FAILED, EXIT_OK, EXIT_USAGE, exit_with, load_services, scrub
+from prometei.cli._ops import EXIT_FAILED, EXIT_OK, EXIT_USAGE, exit_with, load_services
 from prometei.errors import ConfigError, PrometeiError
+from prometei.redaction import mask_values
 
 if TYPE_CHECKING:
     from prometei.backfill import BackfillReport
@@ -98,6 +99,8 @@ def replay(lead_ids: tuple[int, ...], key: str | None) -> None:
       python -m prometei replay 25399013 25400001 25400002
       python -m prometei replay 25399013 --key retry-after-erp-outage
     """
+    from prometei.events import SYNC_EVENT
+
     services = load_services()
     secrets = services.settings.secret_values()
     if key is not None and not key.replace("-", "").replace("_", "").isalnum():
@@ -106,14 +109,14 @@ def replay(lead_ids: tuple[int, ...], key: str | None) -> None:
     try:
         result = replay_leads(services, list(lead_ids), key)
     except ConfigError as exc:
-        exit_with(EXIT_USAGE, scrub(f"configuration error: {exc.message}", secrets))
+        exit_with(EXIT_USAGE, mask_values(f"configuration error: {exc.message}", secrets))
     for lead_id, event_id in result.sent:
-        click.echo(f"lead {lead_id}: sent amocrm/lead.sync id={event_id}")
+        click.echo(f"lead {lead_id}: sent {SYNC_EVENT} id={event_id}")
     if result.error:
         left = len(set(lead_ids)) - len(result.sent)
         exit_with(
             EXIT_FAILED,
-            scrub(
+            mask_values(
                 f"sending failed for {left} lead(s): {result.error}\n"
                 f"run the same command again with --key {result.key} to retry; leads already "
                 "sent will not run twice",
@@ -273,7 +276,7 @@ def backfill(
     try:
         _ = services.tokens  # a token configuration error is reported before any output
     except ConfigError as exc:
-        exit_with(EXIT_USAGE, scrub(f"configuration error: {exc.message}", secrets))
+        exit_with(EXIT_USAGE, mask_values(f"configuration error: {exc.message}", secrets))
     label = "listing leads (dry run)" if dry_run else "sending sync events"
     stderr = sys.stderr
     try:
@@ -300,11 +303,12 @@ def backfill(
                 on_progress=progress,
             )
     except ConfigError as exc:
-        exit_with(EXIT_USAGE, scrub(f"configuration error: {exc.message}", secrets))
+        exit_with(EXIT_USAGE, mask_values(f"configuration error: {exc.message}", secrets))
     except KeyboardInterrupt:
         exit_with(EXIT_FAILED, _stopped("interrupted", path, dry_run))
     except PrometeiError as exc:
-        exit_with(EXIT_FAILED, scrub(_stopped(f"failed: {exc.message}", path, dry_run), secrets))
+        stopped = _stopped(f"failed: {exc.message}", path, dry_run)
+        exit_with(EXIT_FAILED, mask_values(stopped, secrets))
     _print_report(report, path)
     sys.exit(EXIT_OK)
 

@@ -6,8 +6,6 @@ holds metadata only), and a long-lived token is read only for its `exp` claim.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import sys
 import time
@@ -17,8 +15,9 @@ from typing import Any
 
 import click
 
-from prometei.cli._ops import EXIT_FAILED, EXIT_OK, EXIT_USAGE, exit_with, load_services, scrub
+from prometei.cli._ops import EXIT_FAILED, EXIT_OK, EXIT_USAGE, exit_with, load_services
 from prometei.errors import ConfigError, PrometeiError
+from prometei.redaction import mask_values
 
 REFRESH_TOKEN_LIFETIME_S = 90 * 24 * 3600  # an unused amoCRM refresh token dies after 3 months
 _SECRET_KEYS = {"access_token", "refresh_token", "token", "code", "client_secret"}
@@ -29,15 +28,9 @@ clock: Callable[[], float] = time.time
 
 def jwt_expiry(token: str) -> int | None:
     """The `exp` claim of a JWT (amoCRM long-lived tokens are JWTs), without verifying it."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    payload = parts[1] + "=" * (-len(parts[1]) % 4)
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload.encode("ascii")))
-    except (ValueError, binascii.Error, UnicodeError):
-        return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
+    from prometei.amocrm.oauth import jwt_claim
+
+    exp = jwt_claim(token, "exp")
     return int(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
 
 
@@ -143,21 +136,21 @@ def status_command(as_json: bool) -> None:
     try:
         status = read_status(services)
     except ConfigError as exc:
-        exit_with(EXIT_USAGE, scrub(f"configuration error: {exc.message}", secrets))
+        exit_with(EXIT_USAGE, mask_values(f"configuration error: {exc.message}", secrets))
     except PrometeiError as exc:
         exit_with(
             EXIT_FAILED,
-            scrub(
+            mask_values(
                 f"could not read the token store: {exc.message}\n"
                 "run `python -m prometei doctor` to check the KV settings",
                 secrets,
             ),
         )
     if as_json:
-        click.echo(scrub(json.dumps(status, indent=2, default=str), secrets))
+        click.echo(mask_values(json.dumps(status, indent=2, default=str), secrets))
     else:
         for label, value in status_lines(status, clock()):
-            click.echo(scrub(f"{label:<26}{value}", secrets))
+            click.echo(mask_values(f"{label:<26}{value}", secrets))
     sys.exit(EXIT_OK if status.get("connected") else EXIT_FAILED)
 
 

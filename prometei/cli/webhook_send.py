@@ -10,10 +10,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import click
 import requests
 
-from prometei.cli._ops import EXIT_FAILED, EXIT_OK, EXIT_USAGE, exit_with, load_services, scrub
+from prometei.cli._ops import EXIT_FAILED, EXIT_OK, EXIT_USAGE, exit_with, load_services
 from prometei.errors import PrometeiError, excerpt
 from prometei.http import make_session, send
-from prometei.redaction import MASK
+from prometei.redaction import MASK, mask_values
 from prometei.samples import (
     DEFAULT_LEAD_ID,
     DEFAULT_OLD_STATUS_ID,
@@ -179,9 +179,9 @@ def send_command(
         response = post_webhook(target, encode_form(fields))
     except PrometeiError as exc:
         message = f"request failed: {exc.message}; is the intake running at that URL?"
-        exit_with(EXIT_FAILED, scrub(message, secrets))
+        exit_with(EXIT_FAILED, mask_values(message, secrets))
     click.echo(f"HTTP {response.status_code}")
-    click.echo(scrub(_render_body(response), secrets))
+    click.echo(mask_values(_render_body(response), secrets))
     if 200 <= response.status_code < 300:
         sys.exit(EXIT_OK)
     hint = HINTS.get(response.status_code)

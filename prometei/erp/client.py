@@ -42,6 +42,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 import requests
 
@@ -54,7 +55,7 @@ from prometei.errors import (
     excerpt,
 )
 from prometei.http import DEFAULT_TIMEOUT, make_session, retry_after_seconds, send
-from prometei.redaction import MASK, redact
+from prometei.redaction import redact
 
 if TYPE_CHECKING:
     from prometei.config import Settings
@@ -197,8 +198,14 @@ class ERPClient:
         )
 
     def __repr__(self) -> str:
+        # Scheme and host only: user info, a path or a query could carry something private.
+        parts = urlsplit(self.url)
+        host = parts.hostname or "?"
+        if ":" in host:  # IPv6
+            host = f"[{host}]"
+        origin = f"{parts.scheme}://{host}"
         return (
-            f"ERPClient(url={self.url!r}, username={self.username!r}, "
+            f"ERPClient(url={origin!r}, username={self.username!r}, "
             f"request_format={self.request_format!r})"
         )
 
@@ -538,10 +545,7 @@ class ERPClient:
 
     def _scrub(self, text: str) -> str:
         """Pattern redaction plus our own key and password by exact value (whatever length)."""
-        for secret in (self._key, self._password):
-            if secret:
-                text = text.replace(secret, MASK)
-        return redact(text)
+        return redact(text, extra=(self._key, self._password))
 
     @staticmethod
     def _dict_data(action: str, data: Any) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import inngest
 
@@ -35,9 +35,6 @@ from prometei.functions.boundary import run_step, skipped
 from prometei.functions.client import definitions
 from prometei.logs import log_context
 from prometei.services import get_services
-
-if TYPE_CHECKING:
-    pass
 
 FN_ID = "amocrm-token-keepalive"
 CRON = "TZ=UTC 17 3 * * *"  # daily at 03:17 UTC, off the round hour

@@ -18,9 +18,8 @@ from prometei.web.responses import json_error
 
 log = logging.getLogger(__name__)
 
+# The other paths belong to their blueprints: intake.WEBHOOK_PATH, oauth_page.CALLBACK_PATH.
 INNGEST_PATH = "/api/inngest"
-WEBHOOK_PATH = "/api/webhook"
-OAUTH_CALLBACK_PATH = "/api/oauth/callback"
 
 
 def _setup_logging() -> ConfigError | None:
