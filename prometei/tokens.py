@@ -7,8 +7,10 @@
 amoCRM refresh tokens are single-use and rotate on every refresh (reference amocrm.md §2.5),
 so at most one refresh may run at a time across all threads, processes and Vercel instances:
 take the store's lease lock, re-read the store, refresh only if still needed, write the new
-pair, release with compare-and-delete. Everyone else waits for the new pair. The whole story,
-including what happens when an instance dies mid-refresh, is in docs/token-rotation.md.
+pair with a compare-version write (so a holder whose lease ran out can never overwrite a newer
+pair), release with compare-and-delete. Everyone else waits for the new pair. The connect page's
+code exchange runs under the same lock. The whole story, including what happens when an
+instance dies mid-refresh, is in docs/token-rotation.md.
 """
 
 from __future__ import annotations
@@ -21,16 +23,40 @@ from typing import Any, Protocol
 
 from pydantic import SecretStr
 
-from prometei.amocrm.domains import is_account_host, is_configured_account
+from prometei.amocrm.domains import is_account_host, is_configured_account, split_account_host
 from prometei.amocrm.oauth import AccountMaybeMoved, OAuthClient, RefreshTokenRevoked
 from prometei.config import Settings
-from prometei.errors import ConfigError, InputError, ReconnectRequired, UpstreamUnavailable
+from prometei.errors import (
+    ConfigError,
+    InputError,
+    PrometeiError,
+    ReconnectRequired,
+    UpstreamUnavailable,
+)
 from prometei.store.base import TokenRecord, TokenStore
 
 log = logging.getLogger(__name__)
 
 SERVICE = "amocrm-token"
 RECONNECT = "open /api/oauth/callback and click Connect amoCRM"
+
+# The refresh lease. It must outlast everything a holder can do under the lock, each step bounded
+# by its timeout (KV commands: TOKEN_STORE_TIMEOUT (1+3 s); token endpoint: TOKEN_TIMEOUT
+# (3+10 s)). Worst case: read, flush of an unsaved pair (write + read), refresh, "revoked" read,
+# moved-account lookup, refresh at the moved host, PERSIST_ATTEMPTS writes with 2 pauses and the
+# lost-race read: 8 x 4 s + 3 x 13 s + 0.5 s = 71.5 s. 120 s leaves a wide margin and stays well
+# below the Inngest function's maxDuration (300 s). docs/token-rotation.md has the table.
+LOCK_TTL_MS = 120_000
+PERSIST_ATTEMPTS = 3
+# How long the connect page waits for the lock before answering "refresh in progress" without
+# spending the code: lock wait + last acquire (4 s) + exchange (13 s) + write (4 s) must fit the
+# callback's maxDuration (30 s, vercel.json).
+CONNECT_LOCK_WAIT_S = 5.0
+
+
+class RefreshInProgress(UpstreamUnavailable):
+    """The refresh lock stayed taken: another instance is rotating the pair (or one that died
+    holding it has not reached the end of its lease). Nothing was done; try again shortly."""
 
 
 class AccessTokenSource(Protocol):
@@ -56,6 +82,10 @@ class ManagedTokenSource(AccessTokenSource, Protocol):
     def status(self) -> dict[str, Any]: ...
 
     def store_exchanged(self, record: TokenRecord) -> TokenRecord: ...
+
+    def exchange_and_store(
+        self, exchange: Callable[[], TokenRecord], *, lock_wait_s: float = ...
+    ) -> TokenRecord: ...
 
     def refresh_if_older_than(self, max_age_s: float) -> dict[str, Any]: ...
 
@@ -102,6 +132,14 @@ class StaticTokenSource:
         }
 
     def store_exchanged(self, record: TokenRecord) -> TokenRecord:
+        return self._refuse_oauth()
+
+    def exchange_and_store(
+        self, exchange: Callable[[], TokenRecord], *, lock_wait_s: float = CONNECT_LOCK_WAIT_S
+    ) -> TokenRecord:
+        return self._refuse_oauth()
+
+    def _refuse_oauth(self) -> TokenRecord:
         raise ConfigError(
             "AMOCRM_ACCESS_TOKEN is set, so OAuth tokens would never be used; unset it to "
             "connect through OAuth"
@@ -118,9 +156,10 @@ class OAuthTokenProvider:
     """OAuth pair from the token store, cached per process, refreshed single-flight.
 
     `clock`/`sleep` are injectable for tests. `margin_s`: refresh when the access token has
-    less than this left. `lock_ttl_ms`: the refresh lease (longer than a token request can
-    take, shorter than a function's run time). `wait_timeout_s`: how long a caller that lost
-    the race waits for the winner's pair before giving up with a retryable error.
+    less than this left. `lock_ttl_ms`: the refresh lease (longer than everything a holder can
+    do under it, see LOCK_TTL_MS; shorter than a function's run time). `wait_timeout_s`: how
+    long a caller that lost the race waits for the winner's pair before giving up with a
+    retryable error.
     """
 
     def __init__(
@@ -132,7 +171,7 @@ class OAuthTokenProvider:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         margin_s: float = 600.0,
-        lock_ttl_ms: int = 30_000,
+        lock_ttl_ms: int = LOCK_TTL_MS,
         wait_timeout_s: float = 40.0,
         poll_interval_s: float = 0.25,
     ) -> None:
@@ -148,9 +187,10 @@ class OAuthTokenProvider:
         self.poll_interval_s = poll_interval_s
         self._mutex = threading.Lock()
         self._cache: TokenRecord | None = None
-        # A rotated pair the store refused to take, and the refresh token it replaced.
-        self._unsaved: TokenRecord | None = None
-        self._unsaved_spent: str | None = None
+        # A rotated pair the store refused to take, and the stored version it replaces.
+        self._unsaved: tuple[TokenRecord, int] | None = None
+        # When this instance took the refresh lock it holds now (clock time), else None.
+        self._lease_started: float | None = None
 
     def __repr__(self) -> str:
         return f"OAuthTokenProvider(host={self._settings.amocrm_host!r})"
@@ -219,26 +259,51 @@ class OAuthTokenProvider:
             info["problem"] = exc.message
         return info
 
-    def store_exchanged(self, record: TokenRecord) -> TokenRecord:
-        """Save a pair from a code exchange (the connect page). Returns it as stored."""
-        subdomain = self._settings.require_subdomain()
-        if not is_configured_account(record.host, subdomain, self._settings.amocrm_base_domain):
-            raise InputError(
-                f"tokens for {record.host} do not belong to the configured account "
-                f"{self._settings.amocrm_host}; check AMOCRM_SUBDOMAIN and AMOCRM_BASE_DOMAIN"
-            )
+    def exchange_and_store(
+        self, exchange: Callable[[], TokenRecord], *, lock_wait_s: float = CONNECT_LOCK_WAIT_S
+    ) -> TokenRecord:
+        """The connect page's code exchange, all under the refresh lock.
+
+        Takes the lock first (waiting at most `lock_wait_s`), then calls `exchange` (which spends
+        the single-use code) and writes its pair, then releases with compare-and-delete. If the
+        lock stays taken, raises `RefreshInProgress` and never calls `exchange`, so the code
+        stays usable. Errors from `exchange` propagate unchanged."""
         with self._mutex:
             store = self._get_store()
-            # Take the refresh lock so a refresh in flight cannot land on top of the new pair.
-            owner = self._wait_for_lock(store)
+            owner = self._wait_for_lock(store, lock_wait_s)
+            if owner is None:
+                raise RefreshInProgress(
+                    SERVICE,
+                    "an amoCRM token refresh is in progress (the refresh lock is taken); the "
+                    "authorization code was not used, try again in a minute",
+                )
+            try:
+                record = exchange()
+                self._check_exchanged(record)
+                # Unconditional: we hold the lock, and a refresher whose lease ran out writes
+                # with a version check, so it cannot land on top of this pair.
+                stored = store.write(record.model_copy(update={"moved_from": None}))
+            finally:
+                self._release(store, owner)
+            self._connected(stored)
+        return stored
+
+    def store_exchanged(self, record: TokenRecord) -> TokenRecord:
+        """Save a pair from a code exchange that already happened (the code is spent, so the
+        pair is stored even if the refresh lock stays taken: refreshers write with a version
+        check and will adopt it). Prefer `exchange_and_store`. Returns the pair as stored."""
+        self._check_exchanged(record)
+        with self._mutex:
+            store = self._get_store()
+            owner = self._wait_for_lock(store, self.wait_timeout_s)
+            if owner is None:
+                log.warning("refresh lock still held; storing the new pair without it")
             try:
                 stored = store.write(record.model_copy(update={"moved_from": None}))
             finally:
                 if owner is not None:
                     self._release(store, owner)
-            self._cache = stored
-            self._unsaved = self._unsaved_spent = None
-        log.info("amoCRM connected: token pair stored (version %s)", stored.version)
+            self._connected(stored)
         return stored
 
     def refresh_if_older_than(self, max_age_s: float) -> dict[str, Any]:
@@ -251,10 +316,9 @@ class OAuthTokenProvider:
             )
 
         with self._mutex:
-            self._flush_unsaved()
             record = self._get_store().read()
             refreshed = False
-            if record is not None and not stale(record):
+            if self._unsaved is None and record is not None and not stale(record):
                 self._accept(record)
             else:
                 record, refreshed = self._single_flight(stale)
@@ -267,10 +331,10 @@ class OAuthTokenProvider:
 
     # ---- the single-flight refresh -----------------------------------------------------------
     def _current(self, stale: Stale) -> TokenRecord:
-        """The stored pair if it is good, else a refreshed one. Call with the mutex held."""
-        self._flush_unsaved()
+        """The stored pair if it is good, else a refreshed one. Call with the mutex held.
+        A pair held in memory after a failed write sends us to the lock, where it is saved."""
         record = self._get_store().read()
-        if record is not None and not stale(record):
+        if self._unsaved is None and record is not None and not stale(record):
             self._accept(record)
             return record
         record, _ = self._single_flight(stale)
@@ -280,11 +344,14 @@ class OAuthTokenProvider:
         store = self._get_store()
         deadline = self._clock() + self.wait_timeout_s
         while True:
+            started = self._clock()  # before SET: the lease cannot have started earlier
             owner = store.acquire_lock(self.lock_ttl_ms)
             if owner is not None:
+                self._lease_started = started
                 try:
                     return self._refresh_locked(store, stale)
                 finally:
+                    self._lease_started = None
                     self._release(store, owner)
             # Someone else is refreshing: never refresh ourselves, wait for their pair.
             record = store.read()
@@ -302,26 +369,29 @@ class OAuthTokenProvider:
 
     def _refresh_locked(self, store: TokenStore, stale: Stale) -> tuple[TokenRecord, bool]:
         record = store.read()  # re-read under the lock: the previous holder may have rotated
+        if self._unsaved is not None:
+            record = self._flush_locked(store, record)
         if record is None:
-            new = self._seed()
+            new, replaces = self._seed(store)
         elif not stale(record):
             self._accept(record)
             return record, False
         else:
-            new, changed = self._rotate(store, record)
-            if not changed:
-                self._accept(new)
-                return new, False
-        stored = self._persist(store, new, None if record is None else _value(record.refresh_token))
+            new, replaces = self._rotate(store, record)
+        if replaces is None:  # a pair someone else stored meanwhile
+            self._accept(new)
+            return new, False
+        stored, ours = self._persist(store, new, replaces)
         self._accept(stored)
-        log.info(
-            "amoCRM token pair refreshed (version %s, expires at %s)",
-            stored.version,
-            stored.expires_at,
-        )
-        return stored, True
+        if ours:
+            log.info(
+                "amoCRM token pair refreshed (version %s, expires at %s)",
+                stored.version,
+                stored.expires_at,
+            )
+        return stored, ours
 
-    def _seed(self) -> TokenRecord:
+    def _seed(self, store: TokenStore) -> tuple[TokenRecord, int | None]:
         seed = self._settings.amocrm_refresh_token
         if seed is None:
             raise ReconnectRequired(
@@ -329,53 +399,78 @@ class OAuthTokenProvider:
                 f"holds no tokens; {RECONNECT}"
             )
         log.info("token store is empty: seeding it once from AMOCRM_REFRESH_TOKEN")
+        self._ensure_lease()
         try:
-            return self._oauth.refresh(seed, self._settings.amocrm_host)
+            return self._oauth.refresh(seed, self._settings.amocrm_host), 0
         except RefreshTokenRevoked:
-            raise ReconnectRequired(
-                "AMOCRM_REFRESH_TOKEN was refused as already used or revoked (refresh tokens "
-                f"are single-use); remove it and {RECONNECT}"
-            ) from None
+            pass
+        again = store.read()
+        if again is not None:  # seeded by an instance whose lease ran out, or a reconnect
+            return again, None
+        if self._lease_lost():
+            raise self._lost_race_error()
+        raise ReconnectRequired(
+            "AMOCRM_REFRESH_TOKEN was refused as already used or revoked (refresh tokens "
+            f"are single-use); remove it and {RECONNECT}"
+        )
 
-    def _rotate(self, store: TokenStore, record: TokenRecord) -> tuple[TokenRecord, bool]:
-        """(record, True) for a new pair to persist; (record, False) for one already stored."""
+    def _rotate(self, store: TokenStore, record: TokenRecord) -> tuple[TokenRecord, int | None]:
+        """(new pair, the stored version it replaces), or (a pair already stored, None)."""
         host = self._host_of(record)
+        self._ensure_lease()
+        new: TokenRecord | None
         try:
-            return self._carry(self._oauth.refresh(record.refresh_token, host), record), True
+            new = self._oauth.refresh(record.refresh_token, host)
         except AccountMaybeMoved:
             moved = self._refresh_at_moved_host(record)
             if moved is None:
                 raise
-            return moved, True
+            return moved, record.version
         except RefreshTokenRevoked:
-            pass
+            new = None
+        if new is not None:
+            return self._carry(new, record), record.version
         # "Token has been revoked": most often someone else already rotated this pair (an
-        # instance whose lease ran out, a reconnect). Look once more before giving up.
+        # instance whose lease ran out, a reconnect). Look once more, prefer a newer pair.
         log.warning("amoCRM refused the stored refresh token as spent; re-reading the store")
         again = store.read()
         if again is not None and _value(again.refresh_token) != _value(record.refresh_token):
             if self._fresh(again):
-                return again, False
+                return again, None
+            self._ensure_lease()
             try:
                 new = self._oauth.refresh(again.refresh_token, self._host_of(again))
             except RefreshTokenRevoked:
                 raise self._revoked_error() from None
-            return self._carry(new, again), True
+            return self._carry(new, again), again.version
+        if self._lease_lost():
+            # We lost the race: whoever holds the lock now has (or is about to store) the pair.
+            raise self._lost_race_error()
         moved = self._refresh_at_moved_host(record)
         if moved is not None:
-            return moved, True
+            return moved, record.version
         raise self._revoked_error()
 
     def _refresh_at_moved_host(self, record: TokenRecord) -> TokenRecord | None:
         new_host = self._oauth.discover_moved_host(record.access_token, record.refresh_token)
         if new_host is None or new_host == record.host or not is_account_host(new_host):
             return None
+        if not self._same_subdomain(new_host):
+            # The API client only ever calls <AMOCRM_SUBDOMAIN>.<known domain>: refreshing there
+            # would spend the pair on a host nothing can use. Leave the tokens where they are.
+            raise ReconnectRequired(
+                f"amoCRM reports that the account {record.host} moved to {new_host}, a "
+                f"different subdomain; this deployment only serves "
+                f"'{self._settings.require_subdomain()}' (AMOCRM_SUBDOMAIN), so the tokens were "
+                "not sent there. If the account really moved to another subdomain, update "
+                f"AMOCRM_SUBDOMAIN (and AMOCRM_BASE_DOMAIN), redeploy, then {RECONNECT}"
+            )
         log.warning(
-            "amoCRM reports the account moved from %s to %s; update AMOCRM_SUBDOMAIN and "
-            "AMOCRM_BASE_DOMAIN",
+            "amoCRM reports the account moved from %s to %s; update AMOCRM_BASE_DOMAIN",
             record.host,
             new_host,
         )
+        self._ensure_lease()
         try:
             new = self._oauth.refresh(record.refresh_token, new_host)
         except RefreshTokenRevoked:
@@ -388,29 +483,48 @@ class OAuthTokenProvider:
             }
         )
 
-    def _revoked_error(self) -> ReconnectRequired:
+    def _revoked_error(self) -> PrometeiError:
+        if self._lease_lost():
+            return self._lost_race_error()
         return ReconnectRequired(
             "amoCRM refused the stored refresh token as already used or revoked, and the store "
             f"holds no newer one; the connection must be renewed: {RECONNECT}"
         )
 
-    def _persist(self, store: TokenStore, new: TokenRecord, spent: str | None) -> TokenRecord:
-        """Write the rotated pair before anyone uses it. The old refresh token is already dead,
-        so a failed write is retried, and if it keeps failing the pair stays in memory."""
-        attempts = 3
-        for attempt in range(1, attempts + 1):
+    def _lost_race_error(self) -> UpstreamUnavailable:
+        return UpstreamUnavailable(
+            SERVICE,
+            "amoCRM refused the refresh token as already used after this instance's refresh "
+            f"lease ({self.lock_ttl_ms / 1000:g}s) ran out: another instance took over and is "
+            "storing the newer pair; will retry",
+        )
+
+    def _persist(
+        self, store: TokenStore, new: TokenRecord, replaces: int
+    ) -> tuple[TokenRecord, bool]:
+        """Write the rotated pair before anyone uses it, only over the version it replaces.
+
+        Returns (pair now stored, True when it is ours). If someone wrote meanwhile (our lease
+        ran out, or a reconnect), their newer pair wins and is returned. The old refresh token
+        is already dead, so a failed write is retried, and if it keeps failing the pair stays
+        in memory (saved under the lock on the next call)."""
+        for attempt in range(1, PERSIST_ATTEMPTS + 1):
             try:
-                return store.write(new)
+                stored = store.write_if_version(new, replaces)
             except Exception as exc:
                 log.error(
                     "could not save the rotated amoCRM token pair (attempt %d/%d): %s",
                     attempt,
-                    attempts,
+                    PERSIST_ATTEMPTS,
                     type(exc).__name__,
                 )
-                if attempt < attempts:
+                if attempt < PERSIST_ATTEMPTS:
                     self._sleep(self.poll_interval_s)
-        self._unsaved, self._unsaved_spent = new, spent
+                continue
+            if stored is not None:
+                return stored, True
+            return self._after_lost_write(store, new)
+        self._unsaved = (new, replaces)
         raise UpstreamUnavailable(
             SERVICE,
             "amoCRM issued a new token pair but the token store refused the write; this "
@@ -418,18 +532,42 @@ class OAuthTokenProvider:
             "docs/token-rotation.md)",
         )
 
-    def _flush_unsaved(self) -> None:
-        if self._unsaved is None:
-            return
-        store = self._get_store()
+    def _after_lost_write(self, store: TokenStore, new: TokenRecord) -> tuple[TokenRecord, bool]:
+        """The compare-version write found a version other than the one we read."""
         current = store.read()
-        if current is None or _value(current.refresh_token) == self._unsaved_spent:
-            stored = store.write(self._unsaved)
-            self._accept(stored)
-            log.info("saved the rotated amoCRM pair held in memory (version %s)", stored.version)
-        else:
+        if current is not None and _value(current.refresh_token) == _value(new.refresh_token):
+            return current, True  # an earlier attempt of ours landed; only its answer was lost
+        if current is None:
+            # Someone emptied the store: keep our pair for the next call, which writes it if
+            # the store is still empty then.
+            self._unsaved = (new, 0)
+            raise UpstreamUnavailable(
+                SERVICE, "the token record vanished while a new pair was being saved; will retry"
+            )
+        log.warning(
+            "a newer amoCRM token pair (version %s) was stored while this instance refreshed "
+            "(its lease ran out, or amoCRM was reconnected); using it, discarding ours",
+            current.version,
+        )
+        return current, False
+
+    def _flush_locked(self, store: TokenStore, current: TokenRecord | None) -> TokenRecord | None:
+        """Save the pair a failed write left in memory, if the store still holds the version it
+        replaces. Call with the refresh lock held. Returns what the store holds afterwards."""
+        assert self._unsaved is not None
+        pending, replaces = self._unsaved
+        found = current.version if current is not None else 0
+        if found != replaces:
             log.warning("dropping the unsaved amoCRM pair: the store was updated meanwhile")
-        self._unsaved = self._unsaved_spent = None
+            self._unsaved = None
+            return current
+        stored = store.write_if_version(pending, replaces)  # a failure keeps it for next time
+        self._unsaved = None
+        if stored is None:
+            log.warning("dropping the unsaved amoCRM pair: the store was updated meanwhile")
+            return store.read()
+        log.info("saved the rotated amoCRM pair held in memory (version %s)", stored.version)
+        return stored
 
     # ---- helpers ---------------------------------------------------------------------------
     def _fresh(self, record: TokenRecord) -> bool:
@@ -438,11 +576,16 @@ class OAuthTokenProvider:
     def _carry(self, new: TokenRecord, old: TokenRecord) -> TokenRecord:
         return new.model_copy(update={"obtained_at": old.obtained_at, "moved_from": old.moved_from})
 
+    def _same_subdomain(self, host: str) -> bool:
+        """`host` is the configured account on any known domain (amocrm.ru/.com, kommo.com)."""
+        parts = split_account_host(host)
+        return parts is not None and parts[0] == self._settings.require_subdomain()
+
     def _host_of(self, record: TokenRecord) -> str:
         configured = self._settings.amocrm_host
         if record.host == configured:
             return configured
-        if record.moved_from == configured and is_account_host(record.host):
+        if record.moved_from == configured and self._same_subdomain(record.host):
             return record.host
         raise ReconnectRequired(
             f"the stored amoCRM tokens belong to {record.host}, but this deployment serves "
@@ -453,18 +596,46 @@ class OAuthTokenProvider:
         self._host_of(record)
         self._cache = record
 
+    def _check_exchanged(self, record: TokenRecord) -> None:
+        subdomain = self._settings.require_subdomain()
+        if not is_configured_account(record.host, subdomain, self._settings.amocrm_base_domain):
+            raise InputError(
+                f"tokens for {record.host} do not belong to the configured account "
+                f"{self._settings.amocrm_host}; check AMOCRM_SUBDOMAIN and AMOCRM_BASE_DOMAIN"
+            )
+
+    def _connected(self, stored: TokenRecord) -> None:
+        self._cache = stored
+        self._unsaved = None  # a reconnect supersedes a pair we failed to save
+        log.info("amoCRM connected: token pair stored (version %s)", stored.version)
+
     def _get_store(self) -> TokenStore:
         if self._store is None:
             self._store = self._store_factory()
         return self._store
 
-    def _wait_for_lock(self, store: TokenStore) -> str | None:
-        deadline = self._clock() + self.wait_timeout_s
+    def _lease_lost(self) -> bool:
+        """True once the lease we hold may have run out (measured from before its SET, so the
+        store's lease ends no earlier than this says)."""
+        started = self._lease_started
+        return started is not None and self._clock() - started >= self.lock_ttl_ms / 1000
+
+    def _ensure_lease(self) -> None:
+        """Call before every request to amoCRM under the lock: never spend a refresh token
+        after our lease may have passed to someone else."""
+        if self._lease_lost():
+            raise UpstreamUnavailable(
+                SERVICE,
+                f"the refresh lease ({self.lock_ttl_ms / 1000:g}s) ran out before amoCRM was "
+                "asked; not refreshing without it; will retry",
+            )
+
+    def _wait_for_lock(self, store: TokenStore, wait_s: float) -> str | None:
+        """The lock's owner token, or None if it stayed taken for `wait_s`."""
+        deadline = self._clock() + wait_s
         while True:
             owner = store.acquire_lock(self.lock_ttl_ms)
             if owner is not None or self._clock() >= deadline:
-                if owner is None:
-                    log.warning("refresh lock still held; storing the new pair without it")
                 return owner
             self._sleep(self.poll_interval_s)
 

@@ -111,3 +111,17 @@ def test_lock_excludes_another_process(tmp_path: Path):
     assert results.get(timeout=30) is True  # it released its own lease
     holder.join(timeout=30)
     assert store.acquire_lock(30_000) is not None
+
+
+def test_write_if_version_is_a_compare_version_write(tmp_path: Path):
+    store = FileTokenStore(tmp_path)
+    assert store.write_if_version(record(), 1) is None
+    assert store.read() is None
+    assert store.write_if_version(record(), 0).version == 1
+    newer = store.write(record("acc-SECRET-newer"))
+    assert newer.version == 2
+    # A late writer that read version 1 must not overwrite the newer pair.
+    assert store.write_if_version(record("acc-SECRET-late"), 1) is None
+    assert store.read() == newer
+    assert store.write_if_version(record("acc-SECRET-3"), 2).version == 3
+    assert store.read().access_token.get_secret_value() == "acc-SECRET-3"

@@ -205,3 +205,56 @@ def test_build_store_refuses_the_file_store_on_vercel():
         {"VERCEL": "1", "KV_REST_API_URL": URL, "KV_REST_API_TOKEN": TOKEN}
     )
     assert build_store(with_kv).kind == "kv"
+
+
+# ---- review fixes ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "error",
+    [
+        "ERR max daily request limit exceeded. Limit: 10000, Usage: 10000.",
+        "ERR max requests limit exceeded",
+    ],
+)
+@responses.activate
+def test_upstash_quota_errors_are_retryable_and_name_the_quota(kv, error):
+    responses.post(URL, status=400, json={"error": error})
+    with pytest.raises(UpstreamUnavailable) as info:
+        kv.command("EVAL", "return 1", 0)
+    assert info.value.retryable
+    assert "quota" in str(info.value) and "limit exceeded" in str(info.value)
+
+
+@responses.activate
+def test_request_size_limit_stays_a_rejection(kv):
+    # Not a quota that clears by itself: the same request would fail again.
+    responses.post(URL, status=400, json={"error": "ERR max request size exceeded"})
+    with pytest.raises(UpstreamRejected):
+        kv.command("SET", "k", "v")
+
+
+@responses.activate
+def test_token_store_commands_use_the_short_lock_time_timeouts(kv):
+    responses.post(URL, json={"result": [None, None]})
+    responses.post(URL, json={"result": "OK"})
+    store = KVTokenStore(kv)
+    store.read()
+    store.acquire_lock(1000)
+    assert [c.request.req_kwargs["timeout"] for c in responses.calls] == [(1.0, 3.0)] * 2
+
+
+def test_kv_write_if_version_is_a_compare_version_write():
+    with running_shim() as shim:
+        store = KVTokenStore(KVClient(shim.url, shim.token))
+        assert store.write_if_version(record(), 1) is None  # nothing stored: version is 0
+        assert shim.redis.exists(store.tokens_key) == 0
+        first = store.write_if_version(record(), 0)
+        assert first is not None and first.version == 1
+        newer = store.write(record(access_token=SecretStr("acc-SECRET-newer")))
+        assert newer.version == 2
+        # A late writer that read version 1 must not overwrite the newer pair.
+        late = store.write_if_version(record(access_token=SecretStr("acc-SECRET-late")), 1)
+        assert late is None
+        assert store.read() == newer
+        current = store.write_if_version(record(access_token=SecretStr("acc-SECRET-c")), 2)
+        assert current is not None and current.version == 3
+        assert store.read().access_token.get_secret_value() == "acc-SECRET-c"

@@ -449,3 +449,99 @@ def test_html_is_escaped_and_page_has_no_script():
     assert "<img" not in body
     assert "<script" not in body
     assert 'href="/api/oauth/callback?x=1&amp;y=2"' in body
+
+
+# ---- review fixes: state with non-ASCII text, the refresh lock around the exchange ----------
+
+
+def test_non_ascii_state_is_a_400_not_a_500(client, amo, logs):
+    amo.add(responses.POST, TOKEN_URL, json=TOKEN_BODY)
+    response = client.get(f"{PATH}?code=abc&state=1.a.%C3%A9&referer=example.amocrm.ru")
+    assert response.status_code == 400
+    assert_page_headers(response)
+    assert "This connect link is not valid" in text_of(response)
+    assert len(amo.calls) == 0
+    assert stored_record() is None
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = time.time()
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_busy_refresh_lock_is_a_503_and_the_code_is_not_spent(client, amo, logs):
+    from prometei.services import get_services
+
+    amo.add(responses.POST, TOKEN_URL, json=TOKEN_BODY)
+    services = get_services()
+    clock = FakeClock()
+    services.tokens._clock, services.tokens._sleep = clock, clock.sleep  # no real waiting
+    other = services.store.acquire_lock(120_000)  # an instance is refreshing
+    assert other is not None
+
+    response = client.get(callback_url(**redirect_params()))
+    assert response.status_code == 503
+    assert_page_headers(response)
+    assert response.headers["Retry-After"] == "60"
+    text = text_of(response)
+    assert "A token refresh is in progress" in text
+    assert "Try again in a minute" in text and "code was not used" in text
+    assert len(amo.calls) == 0  # the single-use code is still good
+    assert stored_record() is None
+    assert 0 < sum(clock.sleeps) <= 10  # a bounded wait, well inside maxDuration 30 s
+    assert_no_secrets(response, logs)
+
+    # Once the refresh is done, the same redirect (same code) connects.
+    assert services.store.release_lock(other)
+    again = client.get(callback_url(**redirect_params()))
+    assert again.status_code == 200, text_of(again)
+    assert len(amo.calls) == 1
+
+
+def test_the_exchange_and_the_write_happen_under_the_refresh_lock(client, amo, logs):
+    from prometei.services import get_services
+
+    store = get_services().store
+    seen: list[bool] = []
+
+    def token_endpoint(request):
+        seen.append(store.acquire_lock(1000) is None)  # held by the callback right now
+        return 200, {}, json.dumps(TOKEN_BODY)
+
+    amo.add_callback(
+        responses.POST, TOKEN_URL, callback=token_endpoint, content_type="application/json"
+    )
+    response = client.get(callback_url(**redirect_params()))
+    assert response.status_code == 200, text_of(response)
+    assert seen == [True]
+    assert stored_record().refresh_token.get_secret_value() == REFRESH
+    owner = store.acquire_lock(1000)  # released afterwards (compare-and-delete)
+    assert owner is not None and store.release_lock(owner)
+    assert_no_secrets(response, logs)
+
+
+def test_token_store_down_before_the_exchange_does_not_spend_the_code(client, amo, logs):
+    from prometei.errors import UpstreamUnavailable
+    from prometei.services import get_services
+
+    amo.add(responses.POST, TOKEN_URL, json=TOKEN_BODY)
+    store = get_services().store
+
+    def store_down(ttl_ms: int) -> str | None:
+        raise UpstreamUnavailable("kv", "no answer within 3s (timeout); will retry")
+
+    store.acquire_lock = store_down
+    response = client.get(callback_url(**redirect_params()))
+    assert response.status_code == 503
+    text = text_of(response)
+    assert "Token store unreachable" in text and "code was not used" in text
+    assert len(amo.calls) == 0
+    assert_no_secrets(response, logs)

@@ -349,3 +349,26 @@ def test_domain_helpers():
         " a b ",
     ):
         assert domains.parse_referer(bad) is None, bad
+
+
+# ---- review fixes ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "state",
+    [
+        "1.a.\u00e9",  # ?state=1.a.%C3%A9: a non-ASCII MAC made compare_digest raise TypeError
+        "1.\u00e9.abc",
+        "\u00b2.a.b",  # a superscript two passes str.isdigit but not int()
+        "\u0661\u0662.a.b",  # Arabic-Indic digits
+    ],
+)
+def test_non_ascii_state_is_malformed_not_a_crash(state):
+    with pytest.raises(InputError, match="malformed"):
+        verify_state(state, derive_state_key(SECRET), now=1000)
+
+
+@responses.activate
+def test_token_requests_use_the_short_lock_time_timeouts():
+    # Every token-endpoint call runs under the refresh lock; the lease is sized for (3, 10).
+    responses.post(TOKEN_URL, json=pair(2))
+    client().refresh(SecretStr("ref-SECRET-1"), HOST)
+    assert responses.calls[0].request.req_kwargs["timeout"] == (3.0, 10.0)

@@ -206,3 +206,40 @@ def test_file_lock_left_by_a_dead_process_expires(tmp_path: Path):
     assert FileTokenStore(state_dir).acquire_lock(1000) is None  # still leased
     later = FileTokenStore(state_dir, clock=lambda: time.time() + 61)
     assert later.acquire_lock(1000) is not None  # the lease ran out: taken over
+
+
+def test_on_kv_a_holder_whose_lease_ran_out_neither_overwrites_nor_unlocks_the_next(
+    kv_shim, fake_amo
+):
+    """Over real Upstash REST + Lua: A's lease runs out between amoCRM's answer and A's write;
+    B takes the lock and stores a newer pair (a reconnect). A's compare-version write loses,
+    A uses B's pair, and A's compare-and-delete leaves B's lock alone."""
+    seed_expired(kv_store(kv_shim), fake_amo)
+    other = kv_store(kv_shim)
+    now = int(time.time())
+    newer = TokenRecord(
+        access_token=SecretStr("access-newer-SECRET"),
+        refresh_token=SecretStr("refresh-newer-SECRET"),
+        expires_at=now + 86_400,
+        obtained_at=now,
+        host=HOST,
+    )
+    owners: list[str | None] = []
+
+    class LateWriter(KVTokenStore):
+        def write_if_version(self, record: TokenRecord, expected_version: int):
+            if not owners:
+                kv_shim.redis.delete(self.lock_key)  # A's lease expired meanwhile
+                owners.append(other.acquire_lock(60_000))
+                other.write(newer)
+            return super().write_if_version(record, expected_version)
+
+    store = LateWriter(KVClient(kv_shim.url, kv_shim.token))
+    provider = token_workers.build_provider(kv_params(kv_shim, fake_amo), store)
+    assert provider.access_token() == "access-newer-SECRET"
+    assert fake_amo.refresh_requests == 1
+    stored = kv_store(kv_shim).read()
+    assert stored.refresh_token.get_secret_value() == "refresh-newer-SECRET"
+    assert stored.version == 2
+    assert owners[0] is not None
+    assert kv_shim.redis.get(store.lock_key) == owners[0]  # B still holds its lock

@@ -69,11 +69,18 @@ class CountingStore:
         return self.inner.read()
 
     def write(self, record: TokenRecord) -> TokenRecord:
+        self._maybe_fail()
+        return self.inner.write(record)
+
+    def write_if_version(self, record: TokenRecord, expected_version: int) -> TokenRecord | None:
+        self._maybe_fail()
+        return self.inner.write_if_version(record, expected_version)
+
+    def _maybe_fail(self) -> None:
         if self.fail_writes:
             self.fail_writes -= 1
             raise UpstreamUnavailable("kv", "write failed (simulated)")
         self.writes += 1
-        return self.inner.write(record)
 
     def acquire_lock(self, ttl_ms: int) -> str | None:
         return self.inner.acquire_lock(ttl_ms)
@@ -457,3 +464,127 @@ def test_no_secret_reaches_logs_output_errors_or_status(store, clock, amo, caplo
     assert "refreshed" in caplog.text  # the logs do talk about the refresh
     leaked = [s for s in secrets if s in haystack]
     assert leaked == []
+
+
+# ---- the lease, late writers and lost races (review fixes) ----------------------------------
+def test_the_lease_outlasts_the_worst_case_under_the_lock(store, clock):
+    from prometei.amocrm.oauth import TOKEN_TIMEOUT
+    from prometei.store.kv import TOKEN_STORE_TIMEOUT
+    from prometei.tokens import PERSIST_ATTEMPTS
+
+    assert TOKEN_STORE_TIMEOUT == (1.0, 3.0) and TOKEN_TIMEOUT == (3.0, 10.0)
+    kv, amo_call = sum(TOKEN_STORE_TIMEOUT), sum(TOKEN_TIMEOUT)
+    provider = make(store, clock)
+    # read, unsaved flush (write + read), refresh, "revoked" read, moved-host lookup, refresh at
+    # the moved host, every persist attempt with its pauses, and the lost-race read.
+    worst = (
+        kv
+        + 2 * kv
+        + amo_call
+        + kv
+        + 2 * amo_call
+        + PERSIST_ATTEMPTS * kv
+        + (PERSIST_ATTEMPTS - 1) * provider.poll_interval_s
+        + kv
+    )
+    assert provider.lock_ttl_ms / 1000 >= 1.5 * worst
+    assert provider.lock_ttl_ms / 1000 < 300  # the Inngest function's maxDuration
+
+
+def test_a_late_writer_whose_lease_ran_out_does_not_overwrite_a_newer_pair(store, clock, amo):
+    put(store, amo, expires_in=-10)
+    provider = make(store, clock)
+
+    def lease_runs_out_and_someone_stores_a_newer_pair(body: dict) -> None:
+        clock.now += provider.lock_ttl_ms / 1000 + 1  # amoCRM was slow: the lease is over
+        assert store.inner.acquire_lock(60_000) is not None  # another instance takes it
+        put(
+            store,
+            amo,
+            expires_in=86400,
+            now=int(clock.now),
+            access="acc-SECRET-newer",
+            refresh="ref-SECRET-newer",
+        )
+        amo.before_answer = None
+
+    amo.before_answer = lease_runs_out_and_someone_stores_a_newer_pair
+    assert provider.access_token() == "acc-SECRET-newer"  # the newer pair wins
+    stored = store.inner.read()
+    assert stored.refresh_token.get_secret_value() == "ref-SECRET-newer"
+    assert stored.version == 2  # the late write changed nothing
+    assert len(amo.calls) == 1
+
+
+def test_a_loser_refused_as_revoked_after_its_lease_ran_out_gets_a_retryable_error(
+    store, clock, amo
+):
+    put(store, amo, expires_in=-10)
+    provider = make(store, clock)
+
+    def another_instance_spent_it_and_has_not_stored_yet(body: dict) -> None:
+        clock.now += provider.lock_ttl_ms / 1000 + 1
+        amo.live.discard("ref-SECRET-0")  # the new holder's refresh reached amoCRM first
+        amo.before_answer = None
+
+    amo.before_answer = another_instance_spent_it_and_has_not_stored_yet
+    with pytest.raises(UpstreamUnavailable) as info:
+        provider.access_token()
+    assert info.value.retryable and "lease" in str(info.value)
+    assert len(amo.calls) == 1  # no further amoCRM request once the lease is gone
+    assert store.inner.read().version == 1
+
+
+def test_an_unsaved_pair_is_saved_only_under_the_lock(store, clock, amo):
+    put(store, amo, expires_in=-10)
+    provider = make(store, clock, wait_timeout_s=1, poll_interval_s=0.5)
+    store.fail_writes = 3
+    with pytest.raises(UpstreamUnavailable, match="token store"):
+        provider.access_token()
+    other = store.inner.acquire_lock(60_000)  # another instance holds the lock now
+    assert other is not None
+    with pytest.raises(UpstreamUnavailable, match="waited"):
+        provider.access_token()
+    assert store.writes == 0 and store.inner.read().version == 1  # nothing written meanwhile
+    assert store.inner.release_lock(other)
+    assert provider.access_token() == "acc-SECRET-1"  # saved under our lock, no new refresh
+    stored = store.inner.read()
+    assert stored.version == 2 and stored.refresh_token.get_secret_value() == "ref-SECRET-1"
+    assert len(amo.calls) == 1
+
+
+def test_an_unsaved_pair_never_replaces_a_pair_stored_meanwhile(store, clock, amo):
+    put(store, amo, expires_in=-10)
+    provider = make(store, clock)
+    store.fail_writes = 3
+    with pytest.raises(UpstreamUnavailable):
+        provider.access_token()
+    # A reconnect stores a new pair; the unsaved one (version 1 -> 2) is obsolete now.
+    put(store, amo, expires_in=86400, access="acc-SECRET-reconnect", refresh="ref-SECRET-rc")
+    assert provider.access_token() == "acc-SECRET-reconnect"
+    assert store.inner.read().version == 2 and len(amo.calls) == 1
+
+
+def test_a_move_to_another_subdomain_is_refused_without_sending_the_tokens(store, clock, amo):
+    put(store, amo, expires_in=-10, access=jwt({"api_domain": "api-b.amocrm.ru"}))
+    amo.mock.replace(responses.POST, TOKEN_URL, status=404, json={"title": "Not found"})
+    amo.mock.get(
+        "https://api-b.amocrm.ru/oauth2/account/current/subdomain",
+        json={"id": 1, "subdomain": "renamed", "domain": "renamed.kommo.com"},
+    )
+    elsewhere = amo.mock.post("https://renamed.kommo.com/oauth2/access_token", json={})
+    provider = make(store, clock)
+    with pytest.raises(ReconnectRequired) as info:
+        provider.access_token()
+    message = str(info.value)
+    assert "renamed.kommo.com" in message and "AMOCRM_SUBDOMAIN" in message
+    assert "different subdomain" in message
+    assert elsewhere.call_count == 0  # neither the refresh token nor the secret went there
+    assert store.inner.read().refresh_token.get_secret_value() == "ref-SECRET-0"
+
+
+def test_a_stored_pair_moved_to_another_subdomain_is_not_used(store, clock, amo):
+    put(store, amo, expires_in=3600, host="renamed.kommo.com", moved_from=HOST)
+    provider = make(store, clock)
+    with pytest.raises(ReconnectRequired, match=r"renamed\.kommo\.com"):
+        provider.account_host()

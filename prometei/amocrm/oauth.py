@@ -51,7 +51,9 @@ from prometei.store.base import TokenRecord
 log = logging.getLogger(__name__)
 
 SERVICE = "amocrm-oauth"
-TOKEN_TIMEOUT: tuple[float, float] = (5.0, 20.0)
+# Every token-endpoint call runs under the refresh lock (a refresh, the moved-account lookup, the
+# callback's code exchange), so it is kept short enough for the lease (docs/token-rotation.md).
+TOKEN_TIMEOUT: tuple[float, float] = (3.0, 10.0)
 _STATE_CONTEXT = b"prometei-oauth-state"
 _CLIENT_VARS = "AMOCRM_CLIENT_ID / AMOCRM_CLIENT_SECRET"
 RECONNECT_HINT = "reconnect via /api/oauth/callback"
@@ -89,12 +91,17 @@ def sign_state(key: bytes, now: int) -> str:
 
 
 def verify_state(state: str, key: bytes, now: int, max_age_s: int = 900) -> None:
-    """Raise InputError unless `state` was signed with `key` within the last `max_age_s`."""
-    parts = state.split(".") if isinstance(state, str) else []
+    """Raise InputError unless `state` was signed with `key` within the last `max_age_s`.
+
+    `state` comes from the query string, so it can hold anything: only ASCII states of our
+    own shape get as far as the (constant-time, byte-wise) signature check."""
+    # sign_state only ever issues ASCII; `str.isdigit` alone would pass a superscript digit.
+    parts = state.split(".") if isinstance(state, str) and state.isascii() else []
     if len(parts) != 3 or not parts[0].isdigit():
         raise InputError("the OAuth state is malformed; open the connect page and start again")
     timestamp, nonce, mac = parts
-    if not hmac.compare_digest(_state_mac(key, f"{timestamp}.{nonce}"), mac):
+    expected = _state_mac(key, f"{timestamp}.{nonce}").encode("ascii")
+    if not hmac.compare_digest(expected, mac.encode("utf-8")):
         raise InputError("the OAuth state signature does not match; start again from the page")
     age = now - int(timestamp)
     if age > max_age_s or age < -60:  # a minute of clock skew, no more
@@ -365,7 +372,8 @@ def _is_client_problem(problem: dict[str, str]) -> bool:
     return "клиент" in text or "invalid_client" in text or "client authentication" in text
 
 
-def _jwt_claim(token: str, claim: str) -> Any:
+def jwt_claim(token: str, claim: str) -> Any:
+    """One claim of a JWT's payload, without verifying it; None when the token is not a JWT."""
     parts = token.split(".")
     if len(parts) != 3:
         return None
@@ -375,6 +383,9 @@ def _jwt_claim(token: str, claim: str) -> Any:
     except (ValueError, binascii.Error):
         return None
     return claims.get(claim) if isinstance(claims, dict) else None
+
+
+_jwt_claim = jwt_claim  # the old name
 
 
 def _host_from_account_answer(data: Any) -> str | None:

@@ -87,6 +87,8 @@ class TokenStore(Protocol):
     `acquire_lock`/`release_lock` are a lease lock with an owner token (Redis `SET NX PX` +
     compare-and-delete semantics): `acquire_lock` returns the owner token or None when someone
     else holds an unexpired lease; `release_lock` deletes the lock only if `owner` still holds it.
+    A lease can run out under a slow holder, so the lock alone does not protect the record: a
+    refresher writes with `write_if_version`, so a late writer never overwrites a newer pair.
     """
 
     kind: str
@@ -98,7 +100,14 @@ class TokenStore(Protocol):
     def read(self) -> TokenRecord | None: ...
 
     def write(self, record: TokenRecord) -> TokenRecord:
-        """Persist `record` (its `version` is ignored); returns it with the new version."""
+        """Persist `record` unconditionally (its `version` is ignored); returns it with the new
+        version. Only for a pair nobody else can have superseded (a fresh code exchange)."""
+        ...
+
+    def write_if_version(self, record: TokenRecord, expected_version: int) -> TokenRecord | None:
+        """Compare-version write (fencing): persist `record` only if the stored version still
+        equals `expected_version` (0: nothing stored yet), atomically. Returns the record with
+        its new version, or None when someone else wrote meanwhile (nothing was changed)."""
         ...
 
     def acquire_lock(self, ttl_ms: int) -> str | None: ...

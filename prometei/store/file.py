@@ -8,9 +8,9 @@ Files in the directory (created with mode 0700):
   directory, fsync, `os.replace`), mode 0600. A reader sees the old or the new file, never half.
 - `amocrm-refresh-lease.json`: the refresh lock's current owner token and lease expiry.
 - `.guard`: an `fcntl.flock` mutex held only for the few milliseconds it takes to check and
-  change the two files above, so version bumps and lease take-overs are atomic across
-  processes. The refresh lock itself is the lease, not the flock: a holder that crashes
-  loses it when the lease runs out, exactly like the KV lock.
+  change the two files above, so version bumps, compare-version writes and lease take-overs
+  are atomic across processes. The refresh lock itself is the lease, not the flock: a holder
+  that crashes loses it when the lease runs out, exactly like the KV lock.
 """
 
 from __future__ import annotations
@@ -63,13 +63,29 @@ class FileTokenStore:
 
     def write(self, record: TokenRecord) -> TokenRecord:
         with self._guard():
-            current = self._load(self.tokens_path)
-            previous = current.get("version", 0) if current else 0
-            version = (previous if isinstance(previous, int) else 0) + 1
-            data = json.loads(record.to_storage())
-            data["version"] = version
-            self._atomic_write(self.tokens_path, data)
+            version = self._stored_version() + 1
+            self._write_record(record, version)
         return record.model_copy(update={"version": version})
+
+    def write_if_version(self, record: TokenRecord, expected_version: int) -> TokenRecord | None:
+        # The check and the replace happen under the same flock, so no writer slips between.
+        with self._guard():
+            current = self._stored_version()
+            if current != expected_version:
+                return None
+            self._write_record(record, current + 1)
+        return record.model_copy(update={"version": current + 1})
+
+    def _stored_version(self) -> int:
+        """The stored record's version (0 when there is none). Call with the guard held."""
+        current = self._load(self.tokens_path)
+        previous = current.get("version", 0) if current else 0
+        return previous if isinstance(previous, int) else 0
+
+    def _write_record(self, record: TokenRecord, version: int) -> None:
+        data = json.loads(record.to_storage())
+        data["version"] = version
+        self._atomic_write(self.tokens_path, data)
 
     # ---- refresh lease ------------------------------------------------------------------
     def acquire_lock(self, ttl_ms: int) -> str | None:

@@ -8,6 +8,7 @@ base URL with `Authorization: Bearer <token>`; the answer is `{"result": ...}` o
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 from typing import Any
@@ -30,6 +31,13 @@ from prometei.store.base import TokenRecord
 SERVICE = "kv"
 # KV calls sit on the path of every amoCRM call: fail fast rather than eat the step's budget.
 KV_TIMEOUT: tuple[float, float] = (3.0, 10.0)
+# The token store's commands run while the refresh lock is (or is about to be) held, so they get
+# a tighter budget: the lease must outlast every step taken under it (docs/token-rotation.md).
+TOKEN_STORE_TIMEOUT: tuple[float, float] = (1.0, 3.0)
+# Upstash plan quotas arrive as command errors, but they clear by themselves (next second or
+# next day): worth retrying, unlike a real command error. "max request size exceeded" is not
+# one of them: the same request would fail again.
+_QUOTA_RE = re.compile(r"\bmax (?:daily |monthly )?requests? limit exceeded", re.IGNORECASE)
 AUTH_ENV_NAMES = "KV_REST_API_TOKEN (or UPSTASH_REDIS_REST_TOKEN)"
 URL_ENV_NAMES = "KV_REST_API_URL (or UPSTASH_REDIS_REST_URL)"
 
@@ -41,8 +49,9 @@ class KVClient:
 
     `command("SET", "k", "v", "NX", "PX", 30000)` returns the decoded `result` (`"OK"`,
     `None`, ints, strings, lists). Errors: 401 → `UpstreamAuthError`, `{"error"}` →
-    `UpstreamRejected` (`UpstreamAuthError` for `NOPERM`, i.e. a read-only token),
-    429/5xx/network → `UpstreamUnavailable`, anything unparseable → `UpstreamProtocolError`.
+    `UpstreamRejected` (`UpstreamAuthError` for `NOPERM`, i.e. a read-only token;
+    `UpstreamUnavailable` for the plan's request quotas), 429/5xx/network →
+    `UpstreamUnavailable`, anything unparseable → `UpstreamProtocolError`.
     """
 
     def __init__(
@@ -67,8 +76,8 @@ class KVClient:
     def host(self) -> str:
         return urlsplit(self.url).hostname or "?"
 
-    def command(self, *args: Arg) -> Any:
-        """Run one Redis command and return its `result`."""
+    def command(self, *args: Arg, timeout: tuple[float, float] | None = None) -> Any:
+        """Run one Redis command and return its `result` (`timeout` overrides the client's)."""
         if not args:
             raise ValueError("command() needs at least the command name")
         headers = {"Authorization": f"Bearer {self._token.get_secret_value()}"}
@@ -81,7 +90,7 @@ class KVClient:
             SERVICE,
             "POST",
             self.url,
-            timeout=self._timeout,
+            timeout=timeout or self._timeout,
             json=list(args),
             headers=headers,
         )
@@ -133,6 +142,15 @@ class KVClient:
                     status=status,
                     body_excerpt=body_text,
                 )
+            if _QUOTA_RE.search(error):
+                raise UpstreamUnavailable(
+                    SERVICE,
+                    f"{name} refused: the Upstash plan's request quota is used up "
+                    f"({excerpt(error, 120)}); will retry. If it keeps happening, raise the "
+                    "KV store's plan limits (Vercel → Storage, or the Upstash console)",
+                    status=status,
+                    body_excerpt=body_text,
+                )
             raise UpstreamRejected(
                 SERVICE,
                 f"{name} failed: {excerpt(error, 200)}",
@@ -147,8 +165,18 @@ class KVClient:
 
 
 # KEYS[1] = record hash. Bumps the version and stores the JSON in one atomic step, so two
-# writers can never end up with the same version.
+# writers can never end up with the same version. Unconditional: only for a code exchange.
 _WRITE_SCRIPT = (
+    "local v = redis.call('HINCRBY', KEYS[1], 'version', 1) "
+    "redis.call('HSET', KEYS[1], 'record', ARGV[1]) "
+    "return v"
+)
+# Compare-version write (fencing, reference §B8): ARGV[1] = JSON, ARGV[2] = the version the
+# writer read. Writes and returns the new version only if the stored version (0 when absent)
+# still equals it; otherwise changes nothing and returns -1.
+_WRITE_IF_VERSION_SCRIPT = (
+    "local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '0') "
+    "if cur ~= tonumber(ARGV[2]) then return -1 end "
     "local v = redis.call('HINCRBY', KEYS[1], 'version', 1) "
     "redis.call('HSET', KEYS[1], 'record', ARGV[1]) "
     "return v"
@@ -164,14 +192,21 @@ class KVTokenStore:
     """The token pair in a Redis hash and the refresh lock as a `SET NX PX` lease key.
 
     Keys: `<prefix>:tokens` (hash: `record` JSON + `version`) and `<prefix>:refresh-lock`.
+    Every command uses `timeout` (default `TOKEN_STORE_TIMEOUT`, tighter than the client's).
     """
 
     kind = "kv"
 
-    def __init__(self, client: KVClient, prefix: str = "prometei:amocrm") -> None:
+    def __init__(
+        self,
+        client: KVClient,
+        prefix: str = "prometei:amocrm",
+        timeout: tuple[float, float] = TOKEN_STORE_TIMEOUT,
+    ) -> None:
         self.client = client
         self.tokens_key = f"{prefix}:tokens"
         self.lock_key = f"{prefix}:refresh-lock"
+        self.timeout = timeout
 
     def __repr__(self) -> str:
         return f"KVTokenStore({self.describe()!r})"
@@ -180,7 +215,7 @@ class KVTokenStore:
         return f"Vercel KV (Upstash REST) at {self.client.host}, key {self.tokens_key}"
 
     def read(self) -> TokenRecord | None:
-        result = self.client.command("HMGET", self.tokens_key, "record", "version")
+        result = self._command("HMGET", self.tokens_key, "record", "version")
         if not isinstance(result, list) or len(result) != 2:
             raise UpstreamProtocolError(SERVICE, "HMGET answered something other than 2 values")
         raw, version = result
@@ -189,19 +224,35 @@ class KVTokenStore:
         return TokenRecord.from_storage(raw, int(version or 0))
 
     def write(self, record: TokenRecord) -> TokenRecord:
-        version = self.client.command(
-            "EVAL", _WRITE_SCRIPT, 1, self.tokens_key, record.to_storage()
+        version = self._command("EVAL", _WRITE_SCRIPT, 1, self.tokens_key, record.to_storage())
+        if not isinstance(version, int):
+            raise UpstreamProtocolError(SERVICE, "token write did not return the new version")
+        return record.model_copy(update={"version": version})
+
+    def write_if_version(self, record: TokenRecord, expected_version: int) -> TokenRecord | None:
+        version = self._command(
+            "EVAL",
+            _WRITE_IF_VERSION_SCRIPT,
+            1,
+            self.tokens_key,
+            record.to_storage(),
+            int(expected_version),
         )
         if not isinstance(version, int):
             raise UpstreamProtocolError(SERVICE, "token write did not return the new version")
+        if version < 0:
+            return None
         return record.model_copy(update={"version": version})
 
     def acquire_lock(self, ttl_ms: int) -> str | None:
         owner = secrets.token_hex(16)
         # "OK" when we set it; null when the key exists (NX prevented the write).
-        result = self.client.command("SET", self.lock_key, owner, "NX", "PX", int(ttl_ms))
+        result = self._command("SET", self.lock_key, owner, "NX", "PX", int(ttl_ms))
         return owner if result == "OK" else None
 
     def release_lock(self, owner: str) -> bool:
-        result = self.client.command("EVAL", _RELEASE_SCRIPT, 1, self.lock_key, owner)
+        result = self._command("EVAL", _RELEASE_SCRIPT, 1, self.lock_key, owner)
         return bool(result == 1)
+
+    def _command(self, *args: Arg) -> Any:
+        return self.client.command(*args, timeout=self.timeout)

@@ -5,13 +5,15 @@ leads to amoCRM's authorize URL with a signed, expiring `state`. amoCRM sends th
 here with `code`, `referer` and `state` (or `from_widget=1` instead of `state` when the
 integration is installed as a widget); the handler then checks, in this order and before any
 network call, the state, the referer (it must be the configured account on a known
-amoCRM/Kommo domain), exchanges the code at the configured account host only, stores the pair
-through the token provider and shows the result.
+amoCRM/Kommo domain); then it takes the token refresh lock (waiting a few seconds at most),
+and only while holding it exchanges the code at the configured account host and stores the
+pair, so a refresh can never land on top of the new pair and a busy lock never costs the
+single-use code.
 
 Every answer is a small HTML page with the right status (400 bad request/state, 403 foreign
 account or access declined, 409 long-lived-token mode, 502 token endpoint failure, 503
-misconfiguration or token store down). The code, the tokens and the client secret never
-appear in a page, a URL a page builds, or a log line.
+misconfiguration, token store down or a refresh in progress). The code, the tokens and the
+client secret never appear in a page, a URL a page builds, or a log line.
 """
 
 from __future__ import annotations
@@ -403,8 +405,11 @@ def _referer_refusal(settings: Settings, args: Mapping[str, str]) -> Response | 
 
 
 def _exchange(settings: Settings, args: Mapping[str, str]) -> Response:
-    """Check everything that needs no network, then exchange the code and store the pair."""
+    """Check everything that needs no network, then, under the refresh lock, exchange the code
+    and store the pair."""
     from prometei.amocrm.oauth import OAuthClient
+    from prometei.store.base import TokenRecord
+    from prometei.tokens import RefreshInProgress
 
     code = args.get("code", "").strip()
     host = settings.amocrm_host
@@ -416,18 +421,30 @@ def _exchange(settings: Settings, args: Mapping[str, str]) -> Response:
     # Vercel) is a ConfigError page now, not a wasted code later.
     services = get_services()
     tokens = services.tokens
-    _ = services.store
+    store = services.store
 
     oauth = OAuthClient.from_settings(settings)
-    try:
-        record = oauth.exchange_code(code, host)
-    except UpstreamError as exc:
-        return _exchange_failed(exc, code)
+    spent: list[UpstreamError | None] = []  # one entry once the code went to amoCRM
+
+    def exchange() -> TokenRecord:
+        try:
+            record = oauth.exchange_code(code, host)
+        except UpstreamError as exc:
+            spent.append(exc)
+            raise
+        spent.append(None)
+        return record
 
     try:
-        _managed(tokens).store_exchanged(record)
+        record = _managed(tokens).exchange_and_store(exchange)
+    except RefreshInProgress:
+        return _refresh_in_progress()
     except PrometeiError as exc:
+        if spent and spent[0] is exc:
+            return _exchange_failed(spent[0], code)
         message = exc.message
+        if not spent:
+            return _store_unreachable(message, code)
         log.error("oauth callback: tokens issued but not stored: %s", _scrub(message, code))
         return html_page(
             title="Tokens could not be saved",
@@ -443,7 +460,7 @@ def _exchange(settings: Settings, args: Mapping[str, str]) -> Response:
             action=_connect_link(),
         )
 
-    expires = _format_time(getattr(record, "expires_at", None))
+    expires = _format_time(record.expires_at)
     log.info("oauth callback: connected %s; access token valid until %s", host, expires)
     return html_page(
         title="amoCRM connected",
@@ -458,9 +475,50 @@ def _exchange(settings: Settings, args: Mapping[str, str]) -> Response:
         facts=[
             ("Account", host),
             ("Access token valid until", expires),
-            ("Token store", _store_text(_status_or_none(tokens) or {})),
+            # From the store object, not a status read: no extra round-trip in this request.
+            (
+                "Token store",
+                _store_text({"store": store.kind, "store_description": store.describe()}),
+            ),
         ],
         action=Link("Show connection status", CALLBACK_PATH),
+    )
+
+
+def _refresh_in_progress() -> Response:
+    """503: the refresh lock stayed taken, so the code was deliberately not used."""
+    log.warning("oauth callback: refresh lock busy; the code was not exchanged")
+    response = html_page(
+        title="A token refresh is in progress",
+        status=503,
+        tone="warn",
+        paragraphs=[
+            "Another part of prometei is renewing the amoCRM tokens right now, so connecting "
+            "has to wait for it. The authorization code was not used and nothing changed.",
+            "Try again in a minute: reload this page (the code stays valid for "
+            f"{CODE_LIFETIME_MINUTES} minutes), or click the button to start again.",
+        ],
+        action=_connect_link(),
+    )
+    response.headers["Retry-After"] = "60"
+    return response
+
+
+def _store_unreachable(message: str, code: str) -> Response:
+    """503: the token store failed before the code was sent anywhere."""
+    log.error("oauth callback: token store unavailable: %s", _scrub(message, code))
+    return html_page(
+        title="Token store unreachable",
+        status=503,
+        tone="error",
+        paragraphs=[
+            "The token store did not answer, so the tokens could not have been saved. The "
+            "authorization code was not used.",
+            _scrub(message, code),
+            "Check KV_REST_API_URL / KV_REST_API_TOKEN (or the Vercel KV integration), then "
+            "click Connect amoCRM again.",
+        ],
+        action=_connect_link(),
     )
 
 

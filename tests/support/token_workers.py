@@ -68,6 +68,9 @@ class _DieBeforeWrite:
     def write(self, record: TokenRecord) -> TokenRecord:
         os._exit(17)  # like a Vercel instance killed at its time limit
 
+    def write_if_version(self, record: TokenRecord, expected_version: int) -> TokenRecord | None:
+        os._exit(17)
+
     def acquire_lock(self, ttl_ms: int) -> str | None:
         return self._inner.acquire_lock(ttl_ms)
 
