@@ -392,15 +392,16 @@ ROWS: list[Row] = [
     ),
     Row(
         "KV",
-        "NOPERM on the token write (read-only token)",
+        "NOPERM on every write (read-only token)",
         "failed",
         kv(
             (
                 400,
                 JSON,
-                '{"error":"NOPERM this user has no permissions to run the \'eval\' command"}',
+                '{"error":"NOPERM this user has no permissions to run the \'set\' command"}',
             ),
-            "EVAL",
+            # A read-only token fails on the first write: the refresh lock's SET NX.
+            "SET",
             times=50,
         ),
         ("read-only",),

@@ -18,6 +18,7 @@ import inngest
 from prometei.amocrm.models import LeadSnapshot
 from prometei.erp.mapping import lead_to_items
 from prometei.errors import InputError
+from prometei.events import SYNC_EVENT
 from prometei.functions.boundary import run_step, skipped
 from prometei.functions.client import definitions
 from prometei.logs import log_context
@@ -25,7 +26,6 @@ from prometei.services import get_services
 
 FN_ID = "amocrm-webhook-handler"
 STATUS_EVENT = "amocrm/lead.status"
-SYNC_EVENT = "amocrm/lead.sync"
 
 
 def _lead_id(data: Mapping[str, Any]) -> int:
