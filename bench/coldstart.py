@@ -250,11 +250,11 @@ def run(quick: bool = False) -> Section:
             "(it sends events with `requests`), so it starts below the floor.",
         )
     notes.append(
-        f"api/inngest.py constructs two `inngest.Inngest` clients at import "
-        f"(`definitions` in prometei/functions/client.py, then `build_client()` in "
-        f"prometei/web/apps.py); one construction costs {client_cost_ms():.0f} ms in a fresh "
+        "api/inngest.py must build one configured `inngest.Inngest` client and call "
+        f"`serve()` at import; the client alone costs {client_cost_ms():.0f} ms in a fresh "
         "interpreter (it builds httpx clients that load the CA bundle), which the floor "
-        "(imports only) does not pay."
+        "(imports only) does not pay. Functions are declared without a second client "
+        "(prometei/functions/client.py)."
     )
     profile = Table(
         ["entrypoint", "top packages by self import time (`python -X importtime`, with .pyc)"],
