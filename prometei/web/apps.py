@@ -53,7 +53,6 @@ def _mount_inngest(app: flask.Flask) -> None:
 
     from prometei.functions import all_functions
     from prometei.functions.client import build_client
-    from prometei.web.intake import handle_webhook
 
     @app.before_request
     def route_amocrm_form_posts() -> flask.Response | None:
@@ -66,6 +65,9 @@ def _mount_inngest(app: flask.Flask) -> None:
             and "fnId" not in request.args
             and request.mimetype == "application/x-www-form-urlencoded"
         ):
+            # Imported here: most /api/inngest instances only ever see executor calls.
+            from prometei.web.intake import handle_webhook
+
             response: flask.Response = handle_webhook()
             return response
         return None
