@@ -38,7 +38,7 @@ from prometei.errors import (
     excerpt,
 )
 from prometei.http import DEFAULT_TIMEOUT, make_session, retry_after_seconds, send
-from prometei.redaction import MASK, redact
+from prometei.redaction import redact
 
 if TYPE_CHECKING:
     from prometei.config import Settings
@@ -290,11 +290,10 @@ def _json_object(response: requests.Response) -> dict[str, Any]:
 
 
 def _scrub_tokens(exc: UpstreamError, *tokens: str) -> None:
-    for token in tokens:
-        if token and (token in exc.message or token in exc.body_excerpt):
-            exc.message = exc.message.replace(token, MASK)
-            exc.body_excerpt = exc.body_excerpt.replace(token, MASK)
-            exc.args = (exc.message,)
+    """Mask the tokens this call used, in case an error page echoed one back."""
+    exc.message = redact(exc.message, extra=tokens)
+    exc.body_excerpt = redact(exc.body_excerpt, extra=tokens)
+    exc.args = (exc.message,)
 
 
 def _body_excerpt(response: requests.Response) -> str:

@@ -18,6 +18,7 @@ import click
 from prometei.cli._ops import EXIT_FAILED, EXIT_OK, EXIT_USAGE, exit_with, load_services
 from prometei.errors import ConfigError, PrometeiError
 from prometei.redaction import mask_values
+from prometei.tokens import store_summary
 
 REFRESH_TOKEN_LIFETIME_S = 90 * 24 * 3600  # an unused amoCRM refresh token dies after 3 months
 _SECRET_KEYS = {"access_token", "refresh_token", "token", "code", "client_secret"}
@@ -61,11 +62,6 @@ def _span(seconds: int) -> str:
     return f"{rest // 60}m"
 
 
-def _store_text(status: Mapping[str, Any]) -> str:
-    parts = [str(p) for p in (status.get("store"), status.get("store_description")) if p]
-    return ": ".join(parts) if parts else "—"
-
-
 def status_lines(status: Mapping[str, Any], now: float) -> list[tuple[str, str]]:
     """The (label, value) rows `tokens status` prints."""
     long_lived = status.get("mode") == "long-lived"
@@ -77,7 +73,7 @@ def status_lines(status: Mapping[str, Any], now: float) -> list[tuple[str, str]]
             if long_lived
             else "OAuth (refreshed automatically)",
         ),
-        ("store", _store_text(status)),
+        ("store", store_summary(status)),
         ("connected", "yes" if status.get("connected") else "no"),
     ]
     expires = status.get("expires_at")

@@ -39,6 +39,7 @@ from prometei.errors import (
 )
 from prometei.redaction import redact
 from prometei.services import get_services
+from prometei.tokens import store_summary
 from prometei.web.pages import Link, html_page
 
 if TYPE_CHECKING:
@@ -105,10 +106,7 @@ def _epoch(value: Any) -> float | None:
 
 def _scrub(text: str, *values: str | None) -> str:
     """`redact` plus the request's own one-time values (the code), for texts we show."""
-    for value in values:
-        if value:
-            text = text.replace(value, "[REDACTED]")
-    return redact(text)
+    return redact(text, extra=[value for value in values if value])
 
 
 def _misconfigured(exc: ConfigError) -> Response:
@@ -220,7 +218,7 @@ def _connect_page(settings: Settings) -> Response:
     facts = [
         ("Account", host),
         ("Status", "connected" if connected else "not connected"),
-        ("Token store", _store_text(status)),
+        ("Token store", store_summary(status)),
     ]
     if connected:
         facts += _token_facts(status)
@@ -269,18 +267,6 @@ def _status_or_none(tokens: AccessTokenSource) -> dict[str, Any] | None:
         return _status(tokens)
     except PrometeiError:
         return None
-
-
-def _store_text(status: Mapping[str, Any]) -> str:
-    """The token store line of a status: kind and description, never a URL's secret."""
-    store = status.get("store")
-    if isinstance(store, Mapping):  # {"kind": ..., "description": ...}
-        kind, description = store.get("kind"), store.get("description")
-    else:
-        kind = status.get("store_kind") or store
-        description = status.get("store_description")
-    parts = [str(p) for p in (kind, description) if p]
-    return " — ".join(parts) if parts else "—"
 
 
 def _token_facts(status: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -478,7 +464,7 @@ def _exchange(settings: Settings, args: Mapping[str, str]) -> Response:
             # From the store object, not a status read: no extra round-trip in this request.
             (
                 "Token store",
-                _store_text({"store": store.kind, "store_description": store.describe()}),
+                store_summary({"store": store.kind, "store_description": store.describe()}),
             ),
         ],
         action=Link("Show connection status", CALLBACK_PATH),
