@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import responses
 
 from tests.support.executor import TEST_SIGNING_KEY
 
@@ -83,3 +84,26 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError(f"test tried to reach the network: {address!r}")
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture
+def mock() -> Iterator[responses.RequestsMock]:
+    """`responses` for every outside HTTP call; requests nobody registered fail the test."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield rsps
+
+
+@pytest.fixture
+def erp(mock):
+    """A stateful fake Rukovoditel at ERP_URL (tests.support.fake_erp)."""
+    from tests.support.fake_erp import FakeRukovoditel
+
+    return FakeRukovoditel(ERP_URL).install(mock)
+
+
+@pytest.fixture
+def app_client():
+    """A test client of the /api/inngest app, built from the current test environment."""
+    from prometei.web.apps import create_inngest_app
+
+    return create_inngest_app().test_client()

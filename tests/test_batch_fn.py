@@ -19,9 +19,8 @@ import requests
 import responses
 from inngest.experimental import mocked
 
-from tests.conftest import ERP_URL, EVENT_API, TEST_SECRETS
+from tests.conftest import EVENT_API, TEST_SECRETS
 from tests.support.executor import Run, make_event, run_function
-from tests.support.fake_erp import FakeRukovoditel
 
 BATCH_FN = "batch-create-crm-deals"
 DEAL_FN = "create-erp-task"
@@ -62,24 +61,6 @@ class FakeBus:
     def take(self) -> list[dict[str, Any]]:
         events, self.queue = self.queue, []
         return events
-
-
-@pytest.fixture
-def app_client():
-    from prometei.web.apps import create_inngest_app
-
-    return create_inngest_app().test_client()
-
-
-@pytest.fixture
-def mock():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
-
-
-@pytest.fixture
-def erp(mock) -> FakeRukovoditel:
-    return FakeRukovoditel(ERP_URL).install(mock)
 
 
 @pytest.fixture

@@ -75,12 +75,6 @@ def kv_env(set_env):
 
 
 @pytest.fixture
-def mock():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
-
-
-@pytest.fixture
 def healthy(mock, kv_env):
     """Every outside system answers as it should; tests override one of them."""
     kv_commands: list[list] = []

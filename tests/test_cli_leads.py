@@ -134,12 +134,6 @@ class Inngest:
         return [event["id"] for batch in self.batches for event in batch]
 
 
-@pytest.fixture
-def mock():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
-
-
 def wire(mock, clock: FakeClock, total: int, inngest: Inngest | None = None) -> tuple[Amo, Inngest]:
     amo = Amo(clock, total)
     events = inngest or Inngest()

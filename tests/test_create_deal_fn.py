@@ -13,34 +13,14 @@ from typing import Any
 import inngest
 import pytest
 import requests
-import responses
 from inngest.experimental import mocked
 
-from tests.conftest import ERP_URL, TEST_SECRETS
+from tests.conftest import TEST_SECRETS
 from tests.support.executor import make_event, run_function, sign
-from tests.support.fake_erp import FakeRukovoditel
 
 FN = "create-erp-task"
 HTML = {"Content-Type": "text/html; charset=UTF-8"}
 EN = "\u2013"
-
-
-@pytest.fixture
-def app_client():
-    from prometei.web.apps import create_inngest_app
-
-    return create_inngest_app().test_client()
-
-
-@pytest.fixture
-def mock():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
-
-
-@pytest.fixture
-def erp(mock) -> FakeRukovoditel:
-    return FakeRukovoditel(ERP_URL).install(mock)
 
 
 def deal_event(data: dict[str, Any], name: str = "crm/create-deal") -> dict[str, Any]:

@@ -17,12 +17,6 @@ EN = "\u2013"
 
 
 @pytest.fixture
-def mock():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
-
-
-@pytest.fixture
 def event_api(mock):
     def accept(request):
         events = json.loads(request.body)

@@ -39,13 +39,6 @@ def oauth_env(set_env) -> None:
 
 
 @pytest.fixture
-def app_client():
-    from prometei.web.apps import create_inngest_app
-
-    return create_inngest_app().test_client()
-
-
-@pytest.fixture
 def amo() -> Iterator[responses.RequestsMock]:
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         yield rsps

@@ -13,11 +13,9 @@ from typing import Any
 
 import pytest
 import requests
-import responses
 
-from tests.conftest import AMO_BASE, ERP_URL, TEST_SECRETS
+from tests.conftest import AMO_BASE, TEST_SECRETS
 from tests.support.executor import make_event, run_function
-from tests.support.fake_erp import FakeRukovoditel
 
 FN = "amocrm-webhook-handler"
 LEAD_ID = 25399013
@@ -58,24 +56,6 @@ def status_event(lead_id: int = LEAD_ID, **data: Any) -> dict[str, Any]:
         **data,
     }
     return make_event("amocrm/lead.status", payload)
-
-
-@pytest.fixture
-def app_client():
-    from prometei.web.apps import create_inngest_app
-
-    return create_inngest_app().test_client()
-
-
-@pytest.fixture
-def mock():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield rsps
-
-
-@pytest.fixture
-def erp(mock) -> FakeRukovoditel:
-    return FakeRukovoditel(ERP_URL).install(mock)
 
 
 def lead_url(lead_id: int = LEAD_ID) -> str:
