@@ -23,8 +23,9 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
+
+from tests.support.loopback import serving
 
 CLIENT_ID = "client-id-0000"
 CLIENT_SECRET = "client-secret-SECRET-6666"
@@ -107,16 +108,9 @@ def _json(body: dict[str, Any], status: int) -> Response:
 @contextmanager
 def running_fake_amo(delay_s: float = 0.0) -> Iterator[FakeAmoOAuth]:
     fake = FakeAmoOAuth(delay_s=delay_s)
-    server = make_server("127.0.0.1", 0, fake.app, threaded=True)
-    fake.url = f"http://127.0.0.1:{server.server_port}"
-    thread = threading.Thread(target=server.serve_forever, name="fake-amo", daemon=True)
-    thread.start()
-    try:
+    with serving(fake.app, "fake-amo") as url:
+        fake.url = url
         yield fake
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
-        server.server_close()
 
 
 class LoopbackAdapter(HTTPAdapter):

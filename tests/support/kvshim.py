@@ -18,8 +18,9 @@ from typing import Any
 
 import fakeredis
 import redis
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
+
+from tests.support.loopback import serving
 
 SHIM_TOKEN = "kv-shim-token-SECRET-5555"
 
@@ -86,13 +87,6 @@ def _json(body: dict[str, Any], status: int) -> Response:
 def running_shim(token: str = SHIM_TOKEN) -> Iterator[KVShim]:
     """Start a shim on an ephemeral loopback port in a thread; stop it afterwards."""
     shim = KVShim(token=token)
-    server = make_server("127.0.0.1", 0, shim.app, threaded=True)
-    shim.url = f"http://127.0.0.1:{server.server_port}"
-    thread = threading.Thread(target=server.serve_forever, name="kv-shim", daemon=True)
-    thread.start()
-    try:
+    with serving(shim.app, "kv-shim") as url:
+        shim.url = url
         yield shim
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
-        server.server_close()
