@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from pydantic import SecretStr
@@ -88,12 +88,6 @@ class ManagedTokenSource(AccessTokenSource, Protocol):
     ) -> TokenRecord: ...
 
     def refresh_if_older_than(self, max_age_s: float) -> dict[str, Any]: ...
-
-
-def store_summary(status: Mapping[str, Any]) -> str:
-    """`kind: description` of the token store in a `status()` dict, for pages and the CLI."""
-    parts = [str(p) for p in (status.get("store"), status.get("store_description")) if p]
-    return ": ".join(parts) if parts else "—"
 
 
 def _value(secret: SecretStr) -> str:

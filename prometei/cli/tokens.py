@@ -18,7 +18,7 @@ import click
 from prometei.cli._ops import EXIT_FAILED, EXIT_OK, EXIT_USAGE, exit_with, load_services
 from prometei.errors import ConfigError, PrometeiError
 from prometei.redaction import mask_values
-from prometei.tokens import store_summary
+from prometei.store.base import store_summary
 
 REFRESH_TOKEN_LIFETIME_S = 90 * 24 * 3600  # an unused amoCRM refresh token dies after 3 months
 _SECRET_KEYS = {"access_token", "refresh_token", "token", "code", "client_secret"}

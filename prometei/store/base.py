@@ -9,6 +9,7 @@ the only code that should talk to a store directly.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
@@ -117,3 +118,9 @@ class TokenStore(Protocol):
 
 class StoreCorrupt(PrometeiError):
     """The store holds something that is not a token record; the message says where."""
+
+
+def store_summary(status: Mapping[str, Any]) -> str:
+    """`kind: description` of the token store in a `status()` dict, for pages and the CLI."""
+    parts = [str(p) for p in (status.get("store"), status.get("store_description")) if p]
+    return ": ".join(parts) if parts else "—"

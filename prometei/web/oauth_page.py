@@ -39,7 +39,7 @@ from prometei.errors import (
 )
 from prometei.redaction import redact
 from prometei.services import get_services
-from prometei.tokens import store_summary
+from prometei.store.base import store_summary
 from prometei.web.pages import Link, html_page
 
 if TYPE_CHECKING:
