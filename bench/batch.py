@@ -3,7 +3,7 @@
 The batch event is played against `/api/inngest` by the signed executor driver; its fan-out
 events go to a fake Inngest event API (records them, drops repeated ids like Inngest's 24 h
 dedupe), and every queued `crm/create-deal` event is then played as its own
-`create-erp-task` run. Rukovoditel is the stateful fake from tests/support/fake_erp.py, which
+`create-erp-task` run. Rukovoditel is the stateful fake from tests/fakes/rukovoditel.py, which
 counts every request and keeps the rows, so duplicates are counted, not assumed. One driver
 call is one Vercel invocation; server-side flow control (ERP_CONCURRENCY) is not simulated.
 Failure scenarios inject one fault for deal #500: a 503 (retried), an insert that landed but
@@ -50,8 +50,8 @@ def _deal_name(n: int) -> str:
 
 
 def one_batch(label: str, fault: str | None = None, *, lookup_field: bool = False) -> BatchOutcome:
+    from tests.fakes.rukovoditel import FakeRukovoditel
     from tests.support.executor import make_event, run_function
-    from tests.support.fake_erp import FakeRukovoditel
 
     env = dict(BASE_ENV, AMOCRM_ACCESS_TOKEN="bench-long-lived-token")
     if lookup_field:

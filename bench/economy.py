@@ -210,9 +210,9 @@ def one_webhook(label: str, *, token: str, lookup_field: bool) -> Count:
     """Drive one status webhook end to end and count everything. token: long-lived|warm|expired."""
     from prometei.store.kv import KVClient, KVTokenStore
     from prometei.web.apps import create_webhook_app
+    from tests.fakes.rukovoditel import FakeRukovoditel
     from tests.fixtures.amocrm_bodies import STATUS_LEAD, encode
     from tests.support.executor import run_function
-    from tests.support.fake_erp import FakeRukovoditel
     from tests.support.kvshim import running_shim
 
     with running_shim() as shim:

@@ -95,8 +95,8 @@ def mock() -> Iterator[responses.RequestsMock]:
 
 @pytest.fixture
 def erp(mock):
-    """A stateful fake Rukovoditel at ERP_URL (tests.support.fake_erp)."""
-    from tests.support.fake_erp import FakeRukovoditel
+    """A stateful fake Rukovoditel at ERP_URL (tests.fakes.rukovoditel)."""
+    from tests.fakes.rukovoditel import FakeRukovoditel
 
     return FakeRukovoditel(ERP_URL).install(mock)
 

@@ -3,7 +3,7 @@
 The Inngest event API is a small fake bus on `responses`: it records what the batch run posts,
 drops ids it has already seen (Inngest's 24 h event-id dedupe) and queues the rest; `deliver()`
 then plays Inngest starting one create-erp-task run per queued event, over the signed protocol.
-Rukovoditel is the stateful fake from tests.support.fake_erp.
+Rukovoditel is the stateful fake from tests.fakes.rukovoditel.
 """
 
 from __future__ import annotations

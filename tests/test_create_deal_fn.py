@@ -1,6 +1,6 @@
 """create-erp-task over the signed executor protocol (and its pure branches with `mocked`).
 
-Rukovoditel is the stateful `responses` fake (tests.support.fake_erp): records are counted,
+Rukovoditel is the stateful `responses` fake (tests.fakes.rukovoditel): records are counted,
 not assumed.
 """
 

@@ -36,9 +36,9 @@ from pydantic import SecretStr
 from prometei.store.base import TokenRecord
 from prometei.store.kv import KVClient, KVTokenStore
 from tests.conftest import AMO_BASE, ERP_URL, EVENT_API, TEST_SECRETS
+from tests.fakes.rukovoditel import FakeRukovoditel
 from tests.fixtures.amocrm_bodies import STATUS_LEAD, encode
 from tests.support.executor import make_event, run_function
-from tests.support.fake_erp import FakeRukovoditel
 
 FN = "amocrm-webhook-handler"
 LEAD_ID = 25399013

@@ -1,6 +1,6 @@
 """amocrm-webhook-handler end to end over the signed executor protocol.
 
-amoCRM and Rukovoditel are `responses` mocks; the ERP one keeps state (tests.support.fake_erp),
+amoCRM and Rukovoditel are `responses` mocks; the ERP one keeps state (tests.fakes.rukovoditel),
 so "exactly one record" is counted, not assumed.
 """
 

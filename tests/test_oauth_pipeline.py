@@ -12,8 +12,8 @@ import pytest
 import responses
 
 from tests.conftest import AMO_BASE, ERP_URL
+from tests.fakes.rukovoditel import FakeRukovoditel
 from tests.support.executor import make_event, run_function
-from tests.support.fake_erp import FakeRukovoditel
 from tests.support.kvshim import running_shim
 
 CLIENT_SECRET = "client-secret-SECRET-5555"

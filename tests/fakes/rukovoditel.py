@@ -1,4 +1,7 @@
-"""A stateful stand-in for Rukovoditel's api/rest.php, plugged into `responses`.
+"""A stateful stand-in for Rukovoditel's api/rest.php.
+
+`FakeRukovoditel.handle_body(body, content_type)` is the whole server: the unit tier plugs it into
+`responses` (`install`), the e2e tier serves it over HTTP.
 
 It keeps rows per entity and answers insert/select/update the way the live 3.6.2 server does
 (ids as strings, bare numeric filter keys, `update_by_field` with `field_N` or `id`, unknown
@@ -64,17 +67,15 @@ class FakeRukovoditel:
         return [c for c in self.calls if c.get("action") == action]
 
     # ---- request handling ---------------------------------------------------------------
-    def _params(self, request: requests.PreparedRequest) -> dict[str, Any]:
+    def _handle(self, request: requests.PreparedRequest) -> Reply:
         body = request.body or b""
         if isinstance(body, str):
             body = body.encode()
-        content_type = request.headers.get("Content-Type", "")
-        if "x-www-form-urlencoded" in content_type:
-            return _unflatten(parse_qs(body.decode(), keep_blank_values=True))
-        return json.loads(body or b"{}")
+        return self.handle_body(body, request.headers.get("Content-Type", ""))
 
-    def _handle(self, request: requests.PreparedRequest) -> Reply:
-        params = self._params(request)
+    def handle_body(self, body: bytes, content_type: str) -> Reply:
+        """One api/rest.php request (raw body + Content-Type) -> (status, headers, text)."""
+        params = parse_params(body, content_type)
         self.calls.append(params)
         action = params.get("action", "")
         for fault in list(self.faults):
@@ -127,6 +128,13 @@ class FakeRukovoditel:
                 }
             ),
         )
+
+
+def parse_params(body: bytes, content_type: str) -> dict[str, Any]:
+    """What PHP would see in $_POST (form) or the JSON fallback api/rest.php reads."""
+    if "x-www-form-urlencoded" in content_type:
+        return _unflatten(parse_qs(body.decode(), keep_blank_values=True))
+    return json.loads(body or b"{}")
 
 
 def _unflatten(form: dict[str, list[str]]) -> dict[str, Any]:
