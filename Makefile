@@ -6,6 +6,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 PORT ?= 3000
+# Tiers that start real outside programs live in their own folders and have their own targets;
+# `make unit` is everything else (mocks, fakes in-process, loopback shims).
+TIER_DIRS := tests/e2e tests/redis tests/browser tests/deploy
+UNIT_ARGS := $(addprefix --ignore=,$(TIER_DIRS))
 
 .PHONY: install test lint types unit serve bench clean
 
@@ -23,7 +27,7 @@ types: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(UNIT_ARGS)
 
 test: lint types unit
 
