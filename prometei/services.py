@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from prometei.amocrm.client import AmoCRMClient
     from prometei.erp.client import ERPClient
     from prometei.events import EventSender
-    from prometei.store.base import TokenStore
+    from prometei.store.base import StateStore, TokenStore
     from prometei.tokens import ManagedTokenSource
 
 
@@ -57,6 +57,12 @@ class Services:
         from prometei.store import build_store
 
         return build_store(self.settings)
+
+    @_built_once
+    def state(self) -> StateStore:
+        from prometei.store import build_state_store
+
+        return build_state_store(self.settings)
 
     @_built_once
     def tokens(self) -> ManagedTokenSource:

@@ -1,15 +1,24 @@
 """Token store: Vercel KV over REST when configured, else a local file (the embedded default).
 
 `build_store(settings)` picks one; `prometei.tokens` uses it through the `TokenStore` protocol.
+`build_state_store(settings)` gives the small shared values that live in the same place
+(`StateStore`: cursors, lead -> record ids, single-use nonces).
 """
 
 from __future__ import annotations
 
 from prometei.config import Settings
 from prometei.errors import ConfigError
-from prometei.store.base import StoreCorrupt, TokenRecord, TokenStore
+from prometei.store.base import StateStore, StoreCorrupt, TokenRecord, TokenStore
 
-__all__ = ["StoreCorrupt", "TokenRecord", "TokenStore", "build_store"]
+__all__ = [
+    "StateStore",
+    "StoreCorrupt",
+    "TokenRecord",
+    "TokenStore",
+    "build_state_store",
+    "build_store",
+]
 
 
 def build_store(settings: Settings) -> TokenStore:
@@ -33,3 +42,24 @@ def build_store(settings: Settings) -> TokenStore:
     from prometei.store.file import FileTokenStore
 
     return FileTokenStore(settings.prometei_state_dir)
+
+
+def build_state_store(settings: Settings) -> StateStore:
+    """Where shared state lives: KV when configured, else the local state folder.
+
+    On Vercel without KV there is nowhere shared to keep it, so this raises `ConfigError`;
+    callers that can live without state catch it and say what they lose.
+    """
+    if settings.kv_rest_api_url and settings.kv_rest_api_token:
+        from prometei.store.kv import KVClient, KVStateStore
+
+        return KVStateStore(KVClient(settings.kv_rest_api_url, settings.kv_rest_api_token))
+    if settings.on_vercel:
+        raise ConfigError(
+            "no shared state store on Vercel: its filesystem is neither shared between "
+            "instances nor persistent. Connect a KV store (Vercel → Storage → Upstash for Redis) "
+            "so KV_REST_API_URL and KV_REST_API_TOKEN are set"
+        )
+    from prometei.store.file import FileStateStore
+
+    return FileStateStore(settings.prometei_state_dir)

@@ -9,6 +9,7 @@ the only code that should talk to a store directly.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Protocol, runtime_checkable
 
@@ -114,6 +115,46 @@ class TokenStore(Protocol):
     def acquire_lock(self, ttl_ms: int) -> str | None: ...
 
     def release_lock(self, owner: str) -> bool: ...
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Small shared values that live beside the tokens: cursors, lead -> ERP record ids,
+    single-use nonces. Same place as the token store (KV, or the local state folder).
+
+    Keys are short names (letters, digits, `:._-`), values are strings (JSON by convention).
+    `ttl_s` makes a value expire; None keeps it. `put_if_absent` is atomic across instances
+    (Redis `SET NX`), and so is `delete`: exactly one caller gets True for a key that existed,
+    which makes `put_if_absent` + `delete` a single-use token.
+    """
+
+    kind: str
+
+    def describe(self) -> str: ...
+
+    def get(self, key: str) -> str | None: ...
+
+    def put(self, key: str, value: str, *, ttl_s: int | None = None) -> None: ...
+
+    def put_if_absent(self, key: str, value: str, *, ttl_s: int | None = None) -> bool: ...
+
+    def delete(self, key: str) -> bool: ...
+
+
+STATE_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,199}$")
+
+
+def check_state_key(key: str) -> str:
+    """`key` unchanged, or ValueError when it is not a short plain name (a programming error)."""
+    if not STATE_KEY_RE.match(key):
+        raise ValueError(f"state key {key[:40]!r} must be 1-200 of letters, digits and ':._-'")
+    return key
+
+
+def check_ttl(ttl_s: int | None) -> int | None:
+    if ttl_s is not None and ttl_s <= 0:
+        raise ValueError("ttl_s must be a positive number of seconds, or None")
+    return ttl_s
 
 
 class StoreCorrupt(PrometeiError):

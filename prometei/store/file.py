@@ -7,6 +7,7 @@ Files in the directory (created with mode 0700):
 - `amocrm-tokens.json`: the record plus its version, replaced atomically (temp file in the same
   directory, fsync, `os.replace`), mode 0600. A reader sees the old or the new file, never half.
 - `amocrm-refresh-lease.json`: the refresh lock's current owner token and lease expiry.
+- `state.json`: the `StateStore` values (cursors, lead -> record ids, nonces) with their expiry.
 - `.guard`: an `fcntl.flock` mutex held only for the few milliseconds it takes to check and
   change the two files above, so version bumps, compare-version writes and lease take-overs
   are atomic across processes. The refresh lock itself is the lease, not the flock: a holder
@@ -25,21 +26,75 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from prometei.store.base import StoreCorrupt, TokenRecord
+from prometei.store.base import StoreCorrupt, TokenRecord, check_state_key, check_ttl
 
 TOKENS_FILE = "amocrm-tokens.json"
 LEASE_FILE = "amocrm-refresh-lease.json"
 GUARD_FILE = ".guard"
+STATE_FILE = "state.json"
 
 
-class FileTokenStore:
-    """Token pair and refresh lease as files in `directory`; safe across local processes."""
-
-    kind = "file"
+class _GuardedDirectory:
+    """A private folder whose JSON files are changed under one cross-process flock."""
 
     def __init__(self, directory: str | os.PathLike[str], clock: Callable[[], float] = time.time):
         self.directory = Path(directory)
         self._clock = clock
+
+    def _ensure_dir(self) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        self._ensure_dir()
+        fd = os.open(self.directory / GUARD_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing drops the flock
+
+    def _load(self, path: Path) -> dict[str, Any] | None:
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise StoreCorrupt(
+                f"{path} is not a JSON object; delete it and reconnect amoCRM via "
+                "/api/oauth/callback"
+            )
+        return data
+
+    def _atomic_write(self, path: Path, data: dict[str, Any]) -> None:
+        self._ensure_dir()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                os.fchmod(handle.fileno(), 0o600)  # whatever the umask says
+                json.dump(data, handle, separators=(",", ":"), sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # make the rename itself durable
+        finally:
+            os.close(dir_fd)
+
+
+class FileTokenStore(_GuardedDirectory):
+    """Token pair and refresh lease as files in `directory`; safe across local processes."""
+
+    kind = "file"
 
     def __repr__(self) -> str:
         return f"FileTokenStore({str(self.directory)!r})"
@@ -111,52 +166,64 @@ class FileTokenStore:
             # Like the KV lock, an expired lease no longer belongs to anyone.
             return not expired
 
-    # ---- plumbing -----------------------------------------------------------------------
-    def _ensure_dir(self) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    @contextlib.contextmanager
-    def _guard(self) -> Iterator[None]:
-        self._ensure_dir()
-        fd = os.open(self.directory / GUARD_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing drops the flock
+class FileStateStore(_GuardedDirectory):
+    """`StateStore` as one JSON file (`state.json`) in the state folder; for local runs.
 
-    def _load(self, path: Path) -> dict[str, Any] | None:
-        try:
-            raw = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise StoreCorrupt(
-                f"{path} is not a JSON object; delete it and reconnect amoCRM via "
-                "/api/oauth/callback"
-            )
-        return data
+    Every change rewrites the file under the folder's flock, which is fine for the few hundred
+    values a local deployment keeps; expired values are dropped on the next write.
+    """
 
-    def _atomic_write(self, path: Path, data: dict[str, Any]) -> None:
-        self._ensure_dir()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                os.fchmod(handle.fileno(), 0o600)  # whatever the umask says
-                json.dump(data, handle, separators=(",", ":"), sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
+    kind = "file"
+
+    def __repr__(self) -> str:
+        return f"FileStateStore({str(self.directory)!r})"
+
+    @property
+    def path(self) -> Path:
+        return self.directory / STATE_FILE
+
+    def describe(self) -> str:
+        return f"local file {self.path}"
+
+    def get(self, key: str) -> str | None:
+        entry = self._live(self._load(self.path) or {}).get(check_state_key(key))
+        return entry["value"] if entry else None
+
+    def put(self, key: str, value: str, *, ttl_s: int | None = None) -> None:
+        self._change(key, value, ttl_s, only_if_absent=False)
+
+    def put_if_absent(self, key: str, value: str, *, ttl_s: int | None = None) -> bool:
+        return self._change(key, value, ttl_s, only_if_absent=True)
+
+    def delete(self, key: str) -> bool:
+        check_state_key(key)
+        with self._guard():
+            entries = self._live(self._load(self.path) or {})
+            existed = entries.pop(key, None) is not None
+            if existed:
+                self._atomic_write(self.path, entries)
+        return existed
+
+    def _change(self, key: str, value: str, ttl_s: int | None, *, only_if_absent: bool) -> bool:
+        check_state_key(key)
+        check_ttl(ttl_s)
+        with self._guard():
+            entries = self._live(self._load(self.path) or {})
+            if only_if_absent and key in entries:
+                return False
+            expires_at = None if ttl_s is None else self._clock() + ttl_s
+            entries[key] = {"value": value, "expires_at": expires_at}
+            self._atomic_write(self.path, entries)
+        return True
+
+    def _live(self, entries: dict[str, Any]) -> dict[str, Any]:
+        now = self._clock()
+        live: dict[str, Any] = {}
+        for key, entry in entries.items():
+            if not isinstance(entry, dict) or not isinstance(entry.get("value"), str):
+                raise StoreCorrupt(f"{self.path} holds a malformed entry; delete the file")
+            expires_at = entry.get("expires_at")
+            if expires_at is None or float(expires_at) > now:
+                live[key] = entry
+        return live

@@ -26,7 +26,7 @@ from prometei.errors import (
 )
 from prometei.http import make_session, retry_after_seconds, send
 from prometei.redaction import redact
-from prometei.store.base import TokenRecord
+from prometei.store.base import TokenRecord, check_state_key, check_ttl
 
 SERVICE = "kv"
 # KV calls sit on the path of every amoCRM call: fail fast rather than eat the step's budget.
@@ -256,3 +256,42 @@ class KVTokenStore:
 
     def _command(self, *args: Arg) -> Any:
         return self.client.command(*args, timeout=self.timeout)
+
+
+class KVStateStore:
+    """`StateStore` over Vercel KV: one Redis string per key under `<prefix>:`."""
+
+    kind = "kv"
+
+    def __init__(self, client: KVClient, prefix: str = "prometei:state") -> None:
+        self.client = client
+        self.prefix = prefix
+
+    def __repr__(self) -> str:
+        return f"KVStateStore({self.describe()!r})"
+
+    def describe(self) -> str:
+        return f"Vercel KV (Upstash REST) at {self.client.host}, keys {self.prefix}:*"
+
+    def get(self, key: str) -> str | None:
+        result = self.client.command("GET", self._key(key))
+        return None if result is None else str(result)
+
+    def put(self, key: str, value: str, *, ttl_s: int | None = None) -> None:
+        self.client.command("SET", self._key(key), value, *self._expiry(ttl_s))
+
+    def put_if_absent(self, key: str, value: str, *, ttl_s: int | None = None) -> bool:
+        # "OK" when written; null when the key already existed.
+        result = self.client.command("SET", self._key(key), value, "NX", *self._expiry(ttl_s))
+        return bool(result == "OK")
+
+    def delete(self, key: str) -> bool:
+        return bool(self.client.command("DEL", self._key(key)) == 1)
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}:{check_state_key(key)}"
+
+    @staticmethod
+    def _expiry(ttl_s: int | None) -> tuple[Arg, ...]:
+        checked = check_ttl(ttl_s)
+        return () if checked is None else ("EX", int(checked))
