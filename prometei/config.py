@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -99,6 +100,9 @@ class Settings(BaseModel):
     amocrm_refresh_token: SecretStr | None = Field(None, alias="AMOCRM_REFRESH_TOKEN")
     amocrm_webhook_secret: SecretStr | None = Field(None, alias="AMOCRM_WEBHOOK_SECRET")
     amocrm_trigger_statuses: tuple[TriggerStatus, ...] = Field((), alias="AMOCRM_TRIGGER_STATUSES")
+    # Switch-over bridge: accept webhooks without ?token= on the TypeScript version's URLs
+    # (/api/amocrm-webhook, /api/inngest) until the URL in amoCRM carries the token.
+    amocrm_webhook_allow_legacy_url: bool = Field(False, alias="AMOCRM_WEBHOOK_ALLOW_LEGACY_URL")
 
     # ERP (Rukovoditel). Names from the seeds; ERP_API_* were used by the TypeScript code.
     crm_api_url: str | None = Field(
@@ -137,6 +141,11 @@ class Settings(BaseModel):
         "INFO", alias="PROMETEI_LOG_LEVEL"
     )
     log_format: Literal["json", "text"] = Field("json", alias="PROMETEI_LOG_FORMAT")
+
+    # The deployment's public origin, for URLs we show (the webhook URL to put into amoCRM).
+    public_url: str | None = Field(None, alias="PUBLIC_URL")
+    # Set by Vercel itself: the production domain, without a scheme.
+    vercel_project_production_url: str | None = Field(None, alias="VERCEL_PROJECT_PRODUCTION_URL")
 
     # Set by Vercel itself; used to refuse a local file token store and dev mode there.
     vercel: str | None = Field(None, alias="VERCEL")
@@ -204,7 +213,7 @@ class Settings(BaseModel):
                 )
         return value
 
-    @field_validator("crm_api_url", "kv_rest_api_url", "amocrm_redirect_uri")
+    @field_validator("crm_api_url", "kv_rest_api_url", "amocrm_redirect_uri", "public_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -272,6 +281,18 @@ class Settings(BaseModel):
     @property
     def amocrm_host(self) -> str:
         return f"{self.require_subdomain()}.{self.amocrm_base_domain}"
+
+    @property
+    def public_origin(self) -> str | None:
+        """`https://host` this deployment is reached at: PUBLIC_URL, else Vercel's production
+        domain, else None (then only the request itself can tell)."""
+        if self.public_url:
+            parts = urlsplit(self.public_url)
+            return f"{parts.scheme}://{parts.netloc}"
+        host = (self.vercel_project_production_url or "").strip().strip("/")
+        if host:
+            return host if "://" in host else f"https://{host}"
+        return None
 
     @property
     def uses_long_lived_token(self) -> bool:

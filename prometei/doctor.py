@@ -11,6 +11,9 @@ Each check is a plain function returning `Check(name, ok, detail, fix)`, so the 
     inngest       event and signing keys present (cloud mode) and of the right form
     webhook       AMOCRM_WEBHOOK_SECRET is set (and usable in a URL)
 
+The environment rows also warn while AMOCRM_WEBHOOK_ALLOW_LEGACY_URL (the switch-over bridge
+for the TypeScript version's tokenless webhook URLs) is on.
+
 No check ever puts a secret into `detail` or `fix`: secrets are described by presence and
 length only. `run_checks()` runs them in that order; a check whose prerequisites are missing is
 skipped, because the missing variable already has its own failing row.
@@ -80,6 +83,10 @@ VARIABLE_FIXES: dict[str, str] = {
     "or remove both KV variables to use the file store",
     "PROMETEI_LOG_LEVEL": "set PROMETEI_LOG_LEVEL to DEBUG, INFO, WARNING or ERROR",
     "PROMETEI_LOG_FORMAT": "set PROMETEI_LOG_FORMAT to json or text",
+    "AMOCRM_WEBHOOK_ALLOW_LEGACY_URL": "set AMOCRM_WEBHOOK_ALLOW_LEGACY_URL to 1 (switch-over "
+    "only) or leave it empty",
+    "PUBLIC_URL": "set PUBLIC_URL to the deployment's public origin, e.g. "
+    "https://prometei.example.com",
 }
 VARIABLE_FIXES["UPSTASH_REDIS_REST_URL"] = VARIABLE_FIXES["KV_REST_API_URL"]
 VARIABLE_FIXES["UPSTASH_REDIS_REST_TOKEN"] = VARIABLE_FIXES["KV_REST_API_TOKEN"]
@@ -206,6 +213,7 @@ def check_environment(environ: Mapping[str, str]) -> tuple[list[Check], Settings
     if not rows:
         rows.append(Check("environment", True, _summary(settings, len(present))))
     rows.extend(_risky_settings(settings))
+    rows.extend(_legacy_webhook_url(settings))
     return rows, settings
 
 
@@ -222,6 +230,25 @@ def _risky_settings(settings: Settings) -> list[Check]:
             "unencrypted with every request",
             "use the https:// address of Rukovoditel's api/rest.php (give the ERP server a "
             "TLS certificate if it has none)",
+            warning=True,
+        )
+    ]
+
+
+def _legacy_webhook_url(settings: Settings) -> list[Check]:
+    """A warning for as long as the switch-over bridge accepts tokenless old webhook URLs."""
+    if not settings.amocrm_webhook_allow_legacy_url:
+        return []
+    origin = settings.public_origin or "https://<your-domain>"
+    return [
+        Check(
+            "AMOCRM_WEBHOOK_ALLOW_LEGACY_URL",
+            True,
+            "on: /api/amocrm-webhook and /api/inngest accept webhooks without ?token= "
+            "(account check and fresh fetch still apply); anyone who knows the URL can start "
+            "syncs",
+            f"in amoCRM (Settings -> Integrations -> Web hooks) use {origin}/api/webhook"
+            "?token=<AMOCRM_WEBHOOK_SECRET>, then remove AMOCRM_WEBHOOK_ALLOW_LEGACY_URL",
             warning=True,
         )
     ]

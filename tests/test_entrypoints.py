@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ENTRYPOINTS = {
     "/api/inngest": ROOT / "api" / "inngest.py",
     "/api/webhook": ROOT / "api" / "webhook.py",
+    "/api/amocrm-webhook": ROOT / "api" / "amocrm-webhook.py",
     "/api/oauth/callback": ROOT / "api" / "oauth" / "callback.py",
 }
 

@@ -19,6 +19,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from prometei.config import KNOWN_BASE_DOMAINS
 from prometei.errors import InputError
 
 MAX_FIELDS = 10_000
@@ -111,8 +112,17 @@ def parse_form(body: bytes | str) -> FormTree:
         raw_key, _, raw_value = chunk.partition(b"=")
         key = _decode(raw_key, number, "name")
         value = _decode(raw_value, number, "value")
-        _insert(tree, key, _split_key(key), value)
+        add_field(tree, key, value)
     return tree
+
+
+def add_field(tree: FormTree, key: str, value: str) -> None:
+    """Put one decoded form field (`leads[status][0][id]`, "25399013") into `tree`.
+
+    The rules of `parse_form` (bracket syntax, depth, no key both a value and a group), for
+    callers that hold fields already decoded, such as the TypeScript version's events.
+    """
+    _insert(tree, key, _split_key(key), value)
 
 
 def _decode(raw: bytes, number: int, what: str) -> str:
@@ -216,6 +226,30 @@ def _account(block: FormNode | None) -> WebhookAccount:
         self_url=self_url,
         self_host=self_host,
     )
+
+
+def account_problem(
+    account: WebhookAccount, *, subdomain: str, account_id: int | None
+) -> str | None:
+    """Why a webhook claiming to be from `account` is not for this deployment, or None.
+
+    `subdomain` and `account_id` are the configured AMOCRM_SUBDOMAIN / AMOCRM_ACCOUNT_ID. An
+    absent account id or self link in the body is not held against it (older bodies lack them).
+    """
+    if account.subdomain != subdomain:
+        return (
+            f"webhook comes from account {account.subdomain[:63]!r}, but this deployment "
+            f"serves {subdomain!r} (AMOCRM_SUBDOMAIN)"
+        )
+    if account_id is not None and account.id is not None and account.id != account_id:
+        return f"webhook comes from account id {account.id}, but AMOCRM_ACCOUNT_ID is {account_id}"
+    allowed_hosts = {f"{subdomain}.{domain}" for domain in KNOWN_BASE_DOMAINS}
+    if account.self_host is not None and account.self_host not in allowed_hosts:
+        return (
+            f"account[_links][self] points to {account.self_host[:100]!r}, not to "
+            f"{subdomain}.amocrm.ru/.amocrm.com/.kommo.com"
+        )
+    return None
 
 
 def _host_of(url: str) -> str:

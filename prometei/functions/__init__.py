@@ -17,10 +17,12 @@ def all_functions(settings: Settings) -> list[inngest.Function[Any]]:
     from prometei.functions import batch_deals, create_deal
     from prometei.functions.keepalive import amocrm_token_keepalive
     from prometei.functions.lead_sync import amocrm_webhook_handler
+    from prometei.functions.legacy_webhook import amocrm_legacy_webhook
 
     return [
         amocrm_webhook_handler,
         amocrm_token_keepalive,
         create_deal.build(settings),
         batch_deals.build(settings),
+        amocrm_legacy_webhook,
     ]

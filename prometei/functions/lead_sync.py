@@ -5,6 +5,8 @@ Triggered by `amocrm/lead.status` (the intake, one event per lead item) and `amo
 `fetch-lead-data` reads the lead fresh from amoCRM (the webhook is only a notification), and
 `create-erp-task` upserts the ERP record. Duplicates are kept out by the event id (intake),
 concurrency 1 per lead, and the ERP lookup by lead id when ERP_LEAD_ID_FIELD is set.
+Runs the TypeScript version started under this id (event `amocrm/webhook`) are finished by
+`prometei.functions.legacy_webhook.finish_old_layout_run`.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from typing import Any
 
 import inngest
 
+from prometei.amocrm.legacy import LEGACY_EVENT
 from prometei.amocrm.models import LeadSnapshot
 from prometei.erp.mapping import lead_to_items
 from prometei.errors import InputError
 from prometei.events import SYNC_EVENT
 from prometei.functions.boundary import run_step, skipped
 from prometei.functions.client import definitions
+from prometei.functions.legacy_webhook import finish_old_layout_run
 from prometei.logs import log_context
 from prometei.services import get_services
 
@@ -76,6 +80,9 @@ def write_erp_record(lead_data: dict[str, Any]) -> dict[str, Any]:
 )
 def amocrm_webhook_handler(ctx: inngest.ContextSync) -> dict[str, Any]:
     event = ctx.event
+    if event.name == LEGACY_EVENT:
+        # A run the TypeScript version started under this function id, resumed by this code.
+        return finish_old_layout_run(ctx)
     try:
         lead_id = _lead_id(event.data)
     except InputError as exc:

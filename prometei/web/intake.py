@@ -6,6 +6,10 @@ in one call. amoCRM waits at most 2 s and retries anything but 2xx, so the send 
 timeout and every failure to hand events over is a 503 (nothing is lost: amoCRM retries and the
 deterministic event ids make the retry harmless). Bad input is a 4xx with a JSON message, never
 a 500. GET: a readiness report with booleans only, never a secret value.
+
+The TypeScript version's URLs (`/api/amocrm-webhook`, and `/api/inngest` for form POSTs) get
+the same handling; without ?token= they are refused with the URL to use instead, unless the
+switch-over opt-in AMOCRM_WEBHOOK_ALLOW_LEGACY_URL=1 is on.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from typing import Any
 
 import flask
 
-from prometei.amocrm.webhook import WebhookAccount, parse_webhook
-from prometei.config import KNOWN_BASE_DOMAINS, Settings
+from prometei.amocrm.webhook import WebhookAccount, account_problem, parse_webhook
+from prometei.config import Settings
 from prometei.errors import ConfigError, InputError, PrometeiError
 from prometei.events import build_lead_events
 from prometei.services import Services, get_services
@@ -26,6 +30,9 @@ from prometei.web.responses import json_error
 log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/api/webhook"
+# The TypeScript version's intake URL (its pages/api/amocrm-webhook.ts), still in amoCRM
+# accounts set up back then: same handling, plus the tokenless rule in `_check_token`.
+LEGACY_WEBHOOK_PATH = "/api/amocrm-webhook"
 FORM_MIMETYPE = "application/x-www-form-urlencoded"
 MAX_BODY_BYTES = 1024 * 1024
 # (connect, read) seconds for the event API: amoCRM gives up after 2 s.
@@ -44,11 +51,13 @@ class _Refusal(Exception):
 
 
 @intake_blueprint.route(WEBHOOK_PATH, methods=["POST"])
+@intake_blueprint.route(LEGACY_WEBHOOK_PATH, methods=["POST"])
 def webhook_post() -> flask.Response:
     return handle_webhook()
 
 
 @intake_blueprint.route(WEBHOOK_PATH, methods=["GET"])
+@intake_blueprint.route(LEGACY_WEBHOOK_PATH, methods=["GET"])
 def webhook_readiness() -> flask.Response:
     return readiness_response()
 
@@ -138,6 +147,10 @@ def _check_token(request: flask.Request, settings: Settings) -> None:
         )
         return
     supplied = request.args.get("token", "")
+    if not supplied and request.path != WEBHOOK_PATH:
+        # An old URL (/api/amocrm-webhook, /api/inngest) as the TypeScript version had it.
+        _check_tokenless_legacy_url(request, settings)
+        return
     # Bytes, not str: compare_digest refuses non-ASCII str.
     if not supplied or not hmac.compare_digest(
         supplied.encode("utf-8", "surrogatepass"), secret.get_secret_value().encode("utf-8")
@@ -147,6 +160,48 @@ def _check_token(request: flask.Request, settings: Settings) -> None:
             "missing or wrong ?token= in the webhook URL; it must equal AMOCRM_WEBHOOK_SECRET "
             "(check the URL in amoCRM's webhook settings)",
         )
+
+
+def _check_tokenless_legacy_url(request: flask.Request, settings: Settings) -> None:
+    """Refuse a tokenless old URL, naming the URL to use instead, unless the opt-in is on.
+
+    With AMOCRM_WEBHOOK_ALLOW_LEGACY_URL=1 the webhook goes on (the account check and the
+    fresh fetch of the lead still apply), with a warning in the log every time.
+    """
+    new_url, origin_source = intake_url_hint(request, settings)
+    if settings.amocrm_webhook_allow_legacy_url:
+        # Worded without "token=": the log scrubber would mask the placeholder after it.
+        log.warning(
+            "accepted a webhook without ?token= on the old URL %s (AMOCRM_WEBHOOK_ALLOW_LEGACY_URL"
+            "=1); in amoCRM use %s with the token parameter set to AMOCRM_WEBHOOK_SECRET, then "
+            "turn the opt-in off",
+            request.path,
+            new_url.partition("?")[0],
+        )
+        return
+    raise _Refusal(
+        401,
+        f"{request.path} without ?token= is the TypeScript version's webhook URL and is refused: "
+        f"in amoCRM (Settings -> Integrations -> Web hooks) replace it with {new_url} "
+        f"(origin from {origin_source}); to accept the old URL until then, set "
+        "AMOCRM_WEBHOOK_ALLOW_LEGACY_URL=1",
+    )
+
+
+def intake_url_hint(request: flask.Request, settings: Settings) -> tuple[str, str]:
+    """The intake URL to put into amoCRM, with the token as a placeholder, and its origin's source.
+
+    The origin is PUBLIC_URL, else Vercel's production domain, else this request's own Host
+    (fine here: the URL is only shown, never called).
+    """
+    origin = settings.public_origin
+    if origin is not None:
+        source = "PUBLIC_URL" if settings.public_url else "VERCEL_PROJECT_PRODUCTION_URL"
+    else:
+        scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
+        origin = f"{scheme or 'https'}://{request.host[:253]}"
+        source = "this request's Host header; set PUBLIC_URL to be sure"
+    return f"{origin}{WEBHOOK_PATH}?token=<AMOCRM_WEBHOOK_SECRET>", source
 
 
 def _check_content_type(request: flask.Request) -> None:
@@ -176,25 +231,9 @@ def _read_body(request: flask.Request) -> bytes:
 
 
 def _check_account(account: WebhookAccount, settings: Settings, subdomain: str) -> None:
-    if account.subdomain != subdomain:
-        raise _Refusal(
-            403,
-            f"webhook comes from account {account.subdomain[:63]!r}, but this deployment "
-            f"serves {subdomain!r} (AMOCRM_SUBDOMAIN)",
-        )
-    expected_id = settings.amocrm_account_id
-    if expected_id is not None and account.id is not None and account.id != expected_id:
-        raise _Refusal(
-            403,
-            f"webhook comes from account id {account.id}, but AMOCRM_ACCOUNT_ID is {expected_id}",
-        )
-    allowed_hosts = {f"{subdomain}.{domain}" for domain in KNOWN_BASE_DOMAINS}
-    if account.self_host is not None and account.self_host not in allowed_hosts:
-        raise _Refusal(
-            403,
-            f"account[_links][self] points to {account.self_host[:100]!r}, not to "
-            f"{subdomain}.amocrm.ru/.amocrm.com/.kommo.com",
-        )
+    problem = account_problem(account, subdomain=subdomain, account_id=settings.amocrm_account_id)
+    if problem is not None:
+        raise _Refusal(403, problem)
 
 
 def _send(services: Services, events: list[dict[str, Any]]) -> list[str]:

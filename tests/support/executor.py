@@ -64,12 +64,18 @@ def run_function(
     path: str = "/api/inngest",
     max_calls: int = 200,
     run_id: str | None = None,
+    memos: dict[str, Any] | None = None,
+    attempt: int = 0,
 ) -> Run:
-    """Play the executor until the run completes or fails; return what it saw."""
-    steps: dict[str, Any] = {}
+    """Play the executor until the run completes or fails; return what it saw.
+
+    `memos` (user step id -> memo, e.g. `{"parse-webhook": {"data": {...}}}`) and `attempt`
+    start the run mid-way, as a run another deployment began and Inngest resumes.
+    """
+    steps: dict[str, Any] = {step_hash(k): v for k, v in (memos or {}).items()}
     by_user_id: dict[str, Any] = {}
-    stack: list[str] = []
-    attempt, calls, target = 0, 0, "step"
+    stack: list[str] = list(steps)
+    calls, target = 0, "step"
     seen: list[Any] = []
     responses: list[Any] = []
     run_id = run_id or "01TEST" + uuid.uuid4().hex[:20].upper()
