@@ -14,6 +14,7 @@ from tests.support.executor import TEST_SIGNING_KEY
 
 # Every variable the project reads; the test environment starts from none of them.
 PROJECT_ENV_PREFIXES = ("INNGEST_", "AMOCRM_", "CRM_API_", "ERP_", "KV_", "UPSTASH_", "PROMETEI_")
+VERCEL_ENV_NAMES = ("VERCEL", "VERCEL_ENV", "VERCEL_URL", "VERCEL_PROJECT_PRODUCTION_URL")
 
 TEST_SECRETS = {
     "INNGEST_SIGNING_KEY": TEST_SIGNING_KEY,
@@ -42,7 +43,7 @@ EVENT_API = "https://inn.gs/e/" + TEST_SECRETS["INNGEST_EVENT_KEY"]
 def project_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[str, str]]:
     """Start each test from BASE_ENV only; returns the dict so tests can read values."""
     for key in list(os.environ):
-        if key.startswith(PROJECT_ENV_PREFIXES) or key in ("VERCEL", "VERCEL_ENV"):
+        if key.startswith(PROJECT_ENV_PREFIXES) or key in VERCEL_ENV_NAMES:
             monkeypatch.delenv(key, raising=False)
     env = dict(BASE_ENV, PROMETEI_STATE_DIR=str(tmp_path / "state"))
     for key, value in env.items():

@@ -21,6 +21,7 @@ from prometei.config import KNOWN_BASE_DOMAINS, Settings
 from prometei.errors import ConfigError, InputError, PrometeiError
 from prometei.events import build_lead_events
 from prometei.services import Services, get_services
+from prometei.web.bodies import BodyRefused, read_body
 from prometei.web.responses import json_error
 
 log = logging.getLogger(__name__)
@@ -158,21 +159,11 @@ def _check_content_type(request: flask.Request) -> None:
 
 
 def _read_body(request: flask.Request) -> bytes:
-    too_large = _Refusal(
-        413, f"body is larger than {MAX_BODY_BYTES} bytes; amoCRM webhooks are far smaller"
-    )
-    length = request.content_length
-    if length is not None and length > MAX_BODY_BYTES:
-        raise too_large
-    # Read the raw bytes ourselves (never request.form: it would consume the body) and read
-    # one byte more than allowed, so a body without (or with a lying) Content-Length is caught.
+    # Whole, bounded, and refused when shorter than its Content-Length (prometei.web.bodies).
     try:
-        body = request.stream.read(MAX_BODY_BYTES + 1)
-    except Exception:
-        raise _Refusal(400, "could not read the request body (client disconnected?)") from None
-    if len(body) > MAX_BODY_BYTES:
-        raise too_large
-    return body
+        return read_body(request, MAX_BODY_BYTES, why="amoCRM webhooks are far smaller")
+    except BodyRefused as refusal:
+        raise _Refusal(refusal.status, refusal.message) from None
 
 
 def _check_account(account: WebhookAccount, settings: Settings, subdomain: str) -> None:

@@ -135,6 +135,22 @@ def _bad_request(title: str, *paragraphs: str, status: int = 400) -> Response:
 
 # ---- the endpoint ----------------------------------------------------------------------
 
+# The page is a GET: a body is unused, so a small one is tolerated and a cut-off one refused.
+MAX_BODY_BYTES = 16 * 1024
+
+
+@oauth_blueprint.before_request
+def refuse_broken_bodies() -> Response | None:
+    from prometei.web.bodies import BodyRefused, read_body
+
+    try:
+        read_body(request, MAX_BODY_BYTES, why="this page takes no body")
+    except BodyRefused as refusal:
+        log.warning("oauth callback: body refused (%d): %s", refusal.status, refusal.message)
+        return _bad_request("Bad request", refusal.message, status=refusal.status)
+    return None
+
+
 
 @oauth_blueprint.get(CALLBACK_PATH)
 def oauth_callback() -> Response:
