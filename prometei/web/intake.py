@@ -227,14 +227,42 @@ _REPORTED: dict[str, str] = {
 def readiness_response() -> flask.Response:
     """The GET report: 200 when nothing blocks the pipeline, else 503 with `problems`."""
     try:
-        settings = get_services().settings
+        services = get_services()
     except ConfigError as exc:
         report: dict[str, Any] = {"ok": False, "problems": [exc.message]}
     else:
-        report = readiness_report(settings)
+        report = readiness_report(services.settings)
+        problem = _connection_problem(services)
+        if problem:
+            report["problems"].append(problem)
+            report["ok"] = False
     response = flask.jsonify(report)
     response.status_code = 200 if report["ok"] else 503
     return response
+
+
+def _connection_problem(services: Services) -> str | None:
+    """OAuth mode only: why no usable token pair is stored (one store read), or None."""
+    settings = services.settings
+    if settings.uses_long_lived_token or not all(
+        (settings.amocrm_subdomain, settings.amocrm_client_id, settings.amocrm_client_secret)
+    ):
+        return None  # long-lived token, or the missing settings already have their line
+    try:
+        status = services.tokens.status()
+    except ConfigError as exc:  # e.g. no token store on Vercel without KV
+        return exc.message
+    except PrometeiError:
+        return (
+            "the token store cannot be read, so amoCRM calls will fail; run "
+            "`python -m prometei doctor` (kv row)."
+        )
+    if status.get("connected"):
+        return None
+    return (
+        "amoCRM is not connected: OAuth mode has no usable token pair stored; open "
+        "/api/oauth/callback and click Connect amoCRM."
+    )
 
 
 def readiness_report(settings: Settings) -> dict[str, Any]:
