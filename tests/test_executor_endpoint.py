@@ -279,6 +279,11 @@ class CountingInput(io.BytesIO):
         self.bytes_read += len(chunk)
         return chunk
 
+    def readinto(self, buffer) -> int:  # werkzeug's LimitedStream reads this way
+        count = super().readinto(buffer)
+        self.bytes_read += count
+        return count
+
     def readline(self, size: int | None = -1) -> bytes:
         chunk = super().readline(size)
         self.bytes_read += len(chunk)
@@ -485,3 +490,28 @@ def test_doctor_shows_the_serve_origin_and_its_source(project_env):
         "serve origin https://p.example.test/api/inngest (from INNGEST_SERVE_ORIGIN)"
         in configured.detail
     )
+
+
+@pytest.mark.parametrize(("size", "status"), [(64, 200), (65, 413), (10_000, 413)])
+def test_a_body_without_content_length_is_read_to_the_limit_and_no_further(size, status):
+    """A chunked upload has no length to check first: reading stops one byte past the limit,
+    and that byte makes it a 413 (werkzeug alone would cut the body short without a word)."""
+    import flask
+    from werkzeug.test import EnvironBuilder
+
+    from prometei.web.bodies import BodyRefused, read_body
+
+    app = flask.Flask("bodies")
+    stream = CountingInput(b"x" * size)
+    environ = EnvironBuilder(method="POST", input_stream=stream).get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    environ["wsgi.input_terminated"] = True  # what a server that de-chunks sets
+    with app.request_context(environ):
+        try:
+            answer = (200, len(read_body(flask.request, 64)))
+        except BodyRefused as refusal:
+            answer = (refusal.status, 0)
+    assert answer[0] == status
+    if status == 200:
+        assert answer[1] == size
+    assert stream.bytes_read <= 65

@@ -46,8 +46,9 @@ def read_body(
     declared = request.content_length
     if declared is not None and declared > limit:
         raise too_large(limit, why)
-    # Per-request limit: werkzeug then stops reading a chunked body at limit + 1 bytes.
-    request.max_content_length = limit
+    # Per-request limit for a body without a length (chunked): werkzeug stops reading there
+    # without complaint, so allow one byte more and treat that byte as "too large".
+    request.max_content_length = limit + 1
     try:
         body = request.get_data(cache=True)
     except RequestEntityTooLarge:

@@ -58,6 +58,10 @@ class ConnectAnswers:
             title, *paragraphs, status=status, tone="error", action=self.connect_again()
         )
 
+    def notice(self, action: Link, title: str, *paragraphs: str) -> Response:
+        """A 400 that is not the visitor's fault (an install, a spent link): no red badge."""
+        return self.page(title, *paragraphs, status=400, tone="warn", action=action)
+
     def connect_again(self) -> Link:
         return Link(self.t("action.connect_again"), CALLBACK_PATH)
 
@@ -189,14 +193,8 @@ class ConnectAnswers:
 
     def widget_install(self) -> Response:
         t = self.t
-        return self.page(
-            t("widget.title"),
-            t("widget.p1"),
-            t("widget.p2"),
-            status=400,
-            tone="warn",
-            action=Link(t("action.connect"), CALLBACK_PATH),
-        )
+        action = Link(t("action.connect"), CALLBACK_PATH)
+        return self.notice(action, t("widget.title"), t("widget.p1"), t("widget.p2"))
 
     def other_browser(self) -> Response:
         t = self.t
@@ -204,14 +202,7 @@ class ConnectAnswers:
 
     def state_used(self) -> Response:
         t = self.t
-        return self.page(
-            t("used.title"),
-            t("used.p1"),
-            t("used.p2"),
-            status=400,
-            tone="warn",
-            action=self.status_link(),
-        )
+        return self.notice(self.status_link(), t("used.title"), t("used.p1"), t("used.p2"))
 
     def foreign_account(self, host: str) -> Response:
         t = self.t
