@@ -790,3 +790,22 @@ def test_token_store_down_before_the_exchange_does_not_spend_the_code(client, am
     assert "Token store unreachable" in text and "code was not used" in text
     assert len(amo.calls) == 0
     assert_no_secrets(response, logs)
+
+
+def test_the_callback_entrypoint_loads_no_http_client_at_import():
+    """Cold starts: `requests` (and the OAuth client) load only when a code is exchanged."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    probe = (
+        "import importlib.util, sys\n"
+        "spec = importlib.util.spec_from_file_location('cb', 'api/oauth/callback.py')\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "print(sorted(m for m in ('requests', 'prometei.amocrm.oauth') if m in sys.modules))\n"
+    )
+    result = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

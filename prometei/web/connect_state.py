@@ -25,11 +25,12 @@ import json
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from prometei.amocrm.oauth import sign_state, verify_state
 from prometei.errors import InputError
-from prometei.store.base import StateStore
+
+if TYPE_CHECKING:
+    from prometei.store.base import StateStore
 
 COOKIE_NAME = "prometei_connect"
 KEY_PREFIX = "oauth-state:"
@@ -78,6 +79,9 @@ def issue_state(
     store: StateStore, key: bytes, browser_id: str, now: int, lang: str | None = None
 ) -> str:
     """A fresh state for the authorize URL, remembered for this browser."""
+    # Imported here: the callback entrypoint loads `requests` only when it needs it.
+    from prometei.amocrm.oauth import sign_state
+
     state = sign_state(key, now)
     nonce = state.split(".")[1]
     entry = json.dumps({"browser": _digest(browser_id), "lang": lang})
@@ -92,6 +96,8 @@ def check_state(
 ) -> RedeemableState:
     """The state's nonce once signature, age, store entry and browser all match; else
     StateRefused. Store errors propagate (nothing was spent)."""
+    from prometei.amocrm.oauth import verify_state
+
     try:
         nonce = verify_state(state, key, now, max_age_s=STATE_MAX_AGE_S)
     except InputError as exc:
