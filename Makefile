@@ -11,7 +11,7 @@ PORT ?= 3000
 TIER_DIRS := tests/e2e tests/redis tests/browser tests/deploy
 UNIT_ARGS := $(addprefix --ignore=,$(TIER_DIRS))
 
-.PHONY: install test lint types unit serve bench clean
+.PHONY: install test lint types unit serve bench clean browser
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -q $(UNIT_ARGS)
 
 test: lint types unit
+
+# Headless Chromium (Debian's, driven by Playwright) runs the connect flow against a fake amoCRM;
+# the script installs chromium (apt) and axe-core (npm) when they are missing.
+browser: $(STAMP)
+	bash tests/browser/setup.sh $(VENV)
+	AXE_CORE_JS=$(abspath $(VENV))/axe/node_modules/axe-core/axe.min.js \
+		$(BIN)/python -m pytest -q tests/browser
 
 serve: $(STAMP)
 	$(BIN)/python -m prometei serve --port $(PORT)

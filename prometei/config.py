@@ -63,6 +63,23 @@ DEV_SERVER_ORIGIN = "http://127.0.0.1:8288/"
 CLOUD_EVENT_API_ORIGIN = "https://inn.gs/"
 
 
+_ORIGIN_RE = re.compile(r"^(?P<scheme>https?)://(?P<host>[A-Za-z0-9.-]+(?::\d{1,5})?)/?$")
+
+
+def normalize_origin(value: str) -> str:
+    """`https://host[:port]` from an origin or a bare host (Vercel gives hosts without a
+    scheme; `https://` is assumed, as the Inngest SDK does); ValueError for anything else."""
+    text = value.strip()
+    candidate = text if "://" in text else f"https://{text}"
+    match = _ORIGIN_RE.match(candidate)
+    if match is None:
+        raise ValueError(
+            "must be an origin like https://prometei.example.com (scheme and host, no path, "
+            "query or credentials)"
+        )
+    return f"{match['scheme']}://{match['host'].lower()}"
+
+
 def _truthy_dev(value: str | None) -> bool:
     # Same reading as the Inngest SDK: any value but "", "0", "false" means dev mode.
     return value is not None and value.strip().lower() not in ("", "0", "false")
@@ -86,6 +103,8 @@ class Settings(BaseModel):
     inngest_base_url: str | None = Field(None, alias="INNGEST_BASE_URL")
     inngest_event_api_base_url: str | None = Field(None, alias="INNGEST_EVENT_API_BASE_URL")
     inngest_api_base_url: str | None = Field(None, alias="INNGEST_API_BASE_URL")
+    # Where Inngest reaches /api/inngest (scheme + host); see `serve_origin`.
+    inngest_serve_origin: str | None = Field(None, alias="INNGEST_SERVE_ORIGIN")
 
     # amoCRM
     amocrm_subdomain: str | None = Field(None, alias="AMOCRM_SUBDOMAIN")
@@ -144,11 +163,15 @@ class Settings(BaseModel):
 
     # The deployment's public origin, for URLs we show (the webhook URL to put into amoCRM).
     public_url: str | None = Field(None, alias="PUBLIC_URL")
-    # Set by Vercel itself: the production domain, without a scheme.
-    vercel_project_production_url: str | None = Field(None, alias="VERCEL_PROJECT_PRODUCTION_URL")
 
     # Set by Vercel itself; used to refuse a local file token store and dev mode there.
     vercel: str | None = Field(None, alias="VERCEL")
+    # Also set by Vercel (host names without a scheme): the environment (production, preview,
+    # development), this deployment's own URL, and the project's production domain (set in
+    # previews too, which is why it is used in production only).
+    vercel_env: str | None = Field(None, alias="VERCEL_ENV")
+    vercel_url: str | None = Field(None, alias="VERCEL_URL")
+    vercel_project_production_url: str | None = Field(None, alias="VERCEL_PROJECT_PRODUCTION_URL")
     allow_dev_on_vercel: bool = Field(False, alias="PROMETEI_ALLOW_DEV_ON_VERCEL")
 
     # ---- validators -------------------------------------------------------------------
@@ -229,6 +252,11 @@ class Settings(BaseModel):
             )
         return value
 
+    @field_validator("inngest_serve_origin", "vercel_url", "vercel_project_production_url")
+    @classmethod
+    def _origin(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_origin(value)
+
     @model_validator(mode="after")
     def _no_dev_mode_on_vercel(self) -> Settings:
         # INNGEST_DEV turns off request signing and the webhook secret requirement. Left over
@@ -277,6 +305,24 @@ class Settings(BaseModel):
     def api_origin(self) -> str | None:
         dev_url = self.inngest_dev if self.is_dev and "://" in (self.inngest_dev or "") else None
         return self.inngest_api_base_url or self.inngest_base_url or dev_url
+
+    @property
+    def serve_origin(self) -> tuple[str, str] | None:
+        """(origin, the variable it came from) that Inngest must call, or None when unknown.
+
+        INNGEST_SERVE_ORIGIN wins; on Vercel, production uses the project's production domain
+        and a preview its own deployment URL. Never the Host header of a request: anyone can
+        send that.
+        """
+        if self.inngest_serve_origin:
+            return self.inngest_serve_origin, "INNGEST_SERVE_ORIGIN"
+        if not self.on_vercel:
+            return None
+        if self.vercel_env == "production" and self.vercel_project_production_url:
+            return self.vercel_project_production_url, "VERCEL_PROJECT_PRODUCTION_URL"
+        if self.vercel_url:
+            return self.vercel_url, "VERCEL_URL"
+        return None
 
     @property
     def amocrm_host(self) -> str:

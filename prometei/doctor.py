@@ -8,7 +8,8 @@ Each check is a plain function returning `Check(name, ok, detail, fix)`, so the 
     kv            Vercel KV answers PING and accepts a write with the configured token
     amocrm        the access token is accepted by the configured account (GET /api/v4/account)
     erp           Rukovoditel accepts the API key, username and password (`login` action)
-    inngest       event and signing keys present (cloud mode) and of the right form
+    inngest       event and signing keys present (cloud mode) and of the right form, and the
+                  serve origin syncs register (INNGEST_SERVE_ORIGIN, else Vercel's URL)
     webhook       AMOCRM_WEBHOOK_SECRET is set (and usable in a URL)
 
 The environment rows also warn while AMOCRM_WEBHOOK_ALLOW_LEGACY_URL (the switch-over bridge
@@ -523,8 +524,20 @@ def check_inngest(settings: Settings) -> Check:
         True,
         f"cloud mode; signing key for environment {env_name!r} "
         f"({len(signing.get_secret_value())} chars); event key set "
-        f"({len(event.get_secret_value())} chars)",
+        f"({len(event.get_secret_value())} chars); {_serve_origin_detail(settings)}",
     )
+
+
+def _serve_origin_detail(settings: Settings) -> str:
+    """Where syncs register /api/inngest; never a request's Host header."""
+    origin = settings.serve_origin
+    if origin is None:
+        return (
+            "serve origin not configured: syncs from the Inngest dashboard or the Vercel "
+            "integration register the URL Inngest signs, `curl -X PUT` syncs are refused "
+            "(set INNGEST_SERVE_ORIGIN to allow them)"
+        )
+    return f"serve origin {origin[0]}/api/inngest (from {origin[1]})"
 
 
 # ---- webhook secret ---------------------------------------------------------------------------

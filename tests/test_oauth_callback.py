@@ -1,8 +1,10 @@
 """/api/oauth/callback: the connect page and the code exchange, page by page.
 
-amoCRM's token endpoint is a `responses` mock; the token store is the real file store in the
-test's PROMETEI_STATE_DIR. Every test that handles a secret scans the page and the captured
-log lines for it.
+amoCRM's token endpoint is a `responses` mock; the token and state stores are the real file
+stores in the test's PROMETEI_STATE_DIR. A test client is one browser: it keeps the connect
+cookie, so a state taken from its connect page is redeemable by it and by no other client.
+Pages are asked for in English (Accept-Language) unless a test is about the language. Every
+test that handles a secret scans the page and the captured log lines for it.
 """
 
 from __future__ import annotations
@@ -62,11 +64,19 @@ def oauth_env(set_env) -> None:
     )
 
 
-@pytest.fixture
-def client(oauth_env):
+def browser(lang: str | None = "en"):
+    """A fresh test client (one browser, its own cookies), asking for `lang` pages."""
     from prometei.web.apps import create_oauth_app
 
-    return create_oauth_app().test_client()
+    client = create_oauth_app().test_client()
+    if lang:
+        client.environ_base["HTTP_ACCEPT_LANGUAGE"] = lang
+    return client
+
+
+@pytest.fixture
+def client(oauth_env):
+    return browser()
 
 
 @pytest.fixture
@@ -112,22 +122,38 @@ def assert_page_headers(response) -> None:
     assert response.headers["Referrer-Policy"] == "no-referrer"
 
 
-def fresh_state(now: int | None = None) -> str:
-    from prometei.amocrm.oauth import derive_state_key, sign_state
-    from prometei.services import get_services
+def authorize_link(response) -> str:
+    [authorize] = [link for link in links_of(response) if link.startswith("https://")]
+    return authorize
 
-    key = derive_state_key(get_services().settings.amocrm_client_secret)
-    return sign_state(key, int(time.time()) if now is None else now)
+
+def issue_state(client) -> str:
+    """Open the connect page in this browser and take the state from its button."""
+    page = client.get(PATH)
+    assert page.status_code == 200, text_of(page)
+    return parse_qs(urlsplit(authorize_link(page)).query)["state"][0]
 
 
 def callback_url(**params: str) -> str:
     return f"{PATH}?{urlencode(params)}"
 
 
-def redirect_params(**overrides: str) -> dict[str, str]:
-    params = {"code": CODE, "state": fresh_state(), "referer": "example.amocrm.ru"}
+def redirect_params(client, **overrides: str) -> dict[str, str]:
+    """What amoCRM appends to the redirect URI, with a state this browser was given."""
+    params = {"code": CODE, "referer": "example.amocrm.ru"}
+    if "state" not in overrides:
+        params["state"] = issue_state(client)
     params.update(overrides)
     return {k: v for k, v in params.items() if v != ""}
+
+
+def signed_state(now: int | None = None) -> str:
+    """A correctly signed state that no connect page issued (nothing stored for it)."""
+    from prometei.amocrm.oauth import derive_state_key, sign_state
+    from prometei.services import get_services
+
+    key = derive_state_key(get_services().settings.amocrm_client_secret)
+    return sign_state(key, int(time.time()) if now is None else now)
 
 
 def stored_record():
@@ -166,39 +192,89 @@ def test_connect_page_not_connected_links_to_authorize_url_with_signed_state(cli
     assert "example.amocrm.ru" in text
     assert "Connect amoCRM" in text
 
-    [authorize] = [link for link in links_of(response) if link.startswith("https://")]
-    query = parse_qs(urlsplit(authorize).query)
+    query = parse_qs(urlsplit(authorize_link(response)).query)
     assert query["client_id"] == [CLIENT_ID]
     assert len(query["state"]) == 1
-    # The state it carries is one this deployment accepts.
+    # The state it carries is one this deployment signed.
     from prometei.amocrm.oauth import derive_state_key, verify_state
     from prometei.services import get_services
 
     key = derive_state_key(get_services().settings.amocrm_client_secret)
-    verify_state(query["state"][0], key, int(time.time()))
-    assert "client_secret" not in authorize
+    assert verify_state(query["state"][0], key, int(time.time()))
+    assert "client_secret" not in authorize_link(response)
     assert_no_secrets(response, logs)
 
 
-def test_connect_page_connected_shows_expiry_and_store_without_tokens(client, logs):
-    seed_pair(expires_at=1893456000, obtained_at=1893369600, refreshed_at=None)  # 2030-01-01
+def test_connect_page_sets_an_httponly_lax_secure_browser_cookie(client):
+    response = client.get(PATH)
+    [cookie] = response.headers.getlist("Set-Cookie")
+    attributes = [part.strip().lower() for part in cookie.split(";")]
+    assert cookie.startswith("prometei_connect=")
+    assert "httponly" in attributes
+    assert "samesite=lax" in attributes
+    assert "secure" in attributes  # AMOCRM_REDIRECT_URI is https
+    assert "path=/api/oauth/callback" in attributes
+    # The browser keeps its id: a second view (another tab) does not replace it.
+    again = client.get(PATH)
+    assert again.headers["Set-Cookie"].split(";")[0] == cookie.split(";")[0]
+
+
+def test_cookie_is_not_secure_when_the_page_is_plain_http_locally(set_env):
+    set_env(
+        AMOCRM_ACCESS_TOKEN=None,
+        AMOCRM_CLIENT_ID=CLIENT_ID,
+        AMOCRM_CLIENT_SECRET=CLIENT_SECRET,
+        AMOCRM_REDIRECT_URI="http://127.0.0.1:3000/api/oauth/callback",
+    )
+    cookie = browser().get(PATH).headers["Set-Cookie"].lower()
+    assert "secure" not in [part.strip() for part in cookie.split(";")]
+
+
+def test_connect_page_connected_shows_status_but_no_store_or_token_times(client, logs, project_env):
+    seed_pair(expires_at=1893456000, obtained_at=1893369600, refreshed_at=1893400000)
     response = client.get(PATH)
     assert response.status_code == 200
     assert_page_headers(response)
     text = text_of(response)
     assert "Status connected" in text
-    assert "2030-01-01 00:00 UTC" in text
-    assert "Last refresh never" in text
-    assert "file" in text.lower()
     assert "Connect amoCRM" in text
+    # Anonymous visitors learn nothing about where or when: that is the CLI's job.
+    assert "2030" not in text
+    assert not re.search(r"\d{4}-\d\d-\d\d", text)
+    assert "file" not in text.lower()
+    assert project_env["PROMETEI_STATE_DIR"] not in text  # no store location
+    assert "tokens status" in text  # where the details are
+    assert_no_secrets(response, logs)
+
+
+def test_connect_page_with_an_unusable_pair_says_connect_again_without_the_reason(
+    client, set_env, logs
+):
+    from pydantic import SecretStr
+
+    from prometei.services import get_services
+    from prometei.store.base import TokenRecord
+
+    get_services().store.write(
+        TokenRecord(
+            access_token=SecretStr(ACCESS),
+            refresh_token=SecretStr(REFRESH),
+            expires_at=1893456000,
+            obtained_at=1893369600,
+            host="other.amocrm.ru",
+        )
+    )
+    response = client.get(PATH)
+    text = text_of(response)
+    assert "Not connected" in text
+    assert "cannot be used" in text
+    assert "other.amocrm.ru" not in text
     assert_no_secrets(response, logs)
 
 
 def test_connect_page_in_long_lived_mode_explains_oauth_is_not_used(set_env, logs):
-    from prometei.web.apps import create_oauth_app
-
     set_env(AMOCRM_CLIENT_ID=CLIENT_ID, AMOCRM_CLIENT_SECRET=CLIENT_SECRET)
-    response = create_oauth_app().test_client().get(PATH)
+    response = browser().get(PATH)
     assert response.status_code == 200
     assert_page_headers(response)
     text = text_of(response)
@@ -208,13 +284,12 @@ def test_connect_page_in_long_lived_mode_explains_oauth_is_not_used(set_env, log
     body = response.get_data(as_text=True)
     assert TEST_SECRETS["AMOCRM_ACCESS_TOKEN"] not in body
     assert CLIENT_SECRET not in body
+    assert "Set-Cookie" not in response.headers  # no connect flow, no state
 
 
 def test_connect_page_names_missing_oauth_variables_with_503(set_env):
-    from prometei.web.apps import create_oauth_app
-
     set_env(AMOCRM_ACCESS_TOKEN=None, AMOCRM_CLIENT_ID=CLIENT_ID)
-    response = create_oauth_app().test_client().get(PATH)
+    response = browser().get(PATH)
     assert response.status_code == 503
     assert_page_headers(response)
     text = text_of(response)
@@ -224,12 +299,94 @@ def test_connect_page_names_missing_oauth_variables_with_503(set_env):
 
 
 def test_missing_subdomain_is_a_503_page_naming_it(oauth_env, set_env):
-    from prometei.web.apps import create_oauth_app
-
     set_env(AMOCRM_SUBDOMAIN=None)
-    response = create_oauth_app().test_client().get(PATH)
+    response = browser().get(PATH)
     assert response.status_code == 503
     assert "AMOCRM_SUBDOMAIN" in text_of(response)
+
+
+def test_on_vercel_without_kv_oauth_mode_names_the_kv_variables(oauth_env, set_env, amo):
+    set_env(VERCEL="1")
+    page = browser().get(PATH)
+    assert page.status_code == 503
+    assert "KV_REST_API_URL" in text_of(page)
+    redirect = browser().get(
+        callback_url(code=CODE, state=signed_state(), referer="example.amocrm.ru")
+    )
+    assert redirect.status_code == 503
+    assert len(amo.calls) == 0
+
+
+# ---- languages --------------------------------------------------------------------------
+
+
+def test_pages_are_russian_by_default(oauth_env):
+    response = browser(lang=None).get(PATH)
+    body = response.get_data(as_text=True)
+    assert '<html lang="ru">' in body
+    assert response.headers["Content-Language"] == "ru"
+    text = text_of(response)
+    assert "Подключение amoCRM" in text and "Подключить amoCRM" in text
+    assert "Не подключено" in text  # noqa: RUF001
+
+
+@pytest.mark.parametrize(
+    ("accept", "lang"),
+    [
+        ("en-US,en;q=0.9", "en"),
+        ("ru-RU,ru;q=0.9,en;q=0.8", "ru"),
+        ("de-DE,en;q=0.5,ru;q=0.4", "en"),
+        ("en;q=0.2,ru;q=0.3", "ru"),
+        ("de, fr", "ru"),
+        ("en;q=0", "ru"),
+        ("garbage;;;q=x", "ru"),
+    ],
+)
+def test_accept_language_picks_the_page_language(oauth_env, accept, lang):
+    response = browser(lang=accept).get(PATH)
+    assert f'<html lang="{lang}">' in response.get_data(as_text=True)
+
+
+def test_lang_switch_wins_and_its_links_never_carry_the_code(client, amo):
+    english = browser(lang="ru").get(f"{PATH}?lang=en")
+    assert '<html lang="en">' in english.get_data(as_text=True)
+    # An error page for a code offers the switch too, pointing at the plain page.
+    page = client.get(callback_url(code=CODE, state="", referer="example.amocrm.ru"))
+    switch = [link for link in links_of(page) if "lang=" in link]
+    assert switch == [f"{PATH}?lang=ru"]  # English is the current one, not a link
+    assert not [link for link in links_of(page) if "code" in link]
+
+
+def test_the_language_chosen_on_the_connect_page_survives_the_round_trip(oauth_env, amo):
+    amo.add(responses.POST, TOKEN_URL, json=TOKEN_BODY)
+    person = browser(lang="ru")
+    page = person.get(f"{PATH}?lang=en")
+    state = parse_qs(urlsplit(authorize_link(page)).query)["state"][0]
+    done = person.get(callback_url(code=CODE, state=state, referer="example.amocrm.ru"))
+    assert done.status_code == 303
+    assert done.headers["Location"] == f"{PATH}?lang=en"
+
+
+def test_every_answer_has_a_russian_page(oauth_env, amo):
+    """The Russian catalogue covers every key the English one has, and no page leaks a key."""
+    from prometei.web.connect_texts import TEXTS
+
+    for key, versions in TEXTS.items():
+        assert set(versions) == {"ru", "en"}, key
+        assert versions["ru"] != versions["en"] or "amoCRM" in versions["ru"], key
+    amo.add(responses.POST, TOKEN_URL, status=500, body="")
+    person = browser(lang=None)
+    for url in (
+        PATH,
+        callback_url(error="access_denied"),
+        callback_url(code=CODE, state="", referer="example.amocrm.ru"),
+        callback_url(code=CODE, state="", from_widget="1", referer="example.amocrm.ru"),
+        callback_url(code=CODE, state=signed_state(), referer="example.amocrm.ru"),
+        callback_url(**redirect_params(person)),
+    ):
+        text = text_of(person.get(url))
+        assert re.search("[а-яА-Я]{4,}", text), url  # noqa: RUF001
+        assert not re.search(r"\b[a-z]+\.[a-z_]+\.p\d\b", text), url  # no catalogue key
 
 
 # ---- the redirect back from amoCRM ------------------------------------------------------
@@ -247,7 +404,7 @@ def test_missing_subdomain_is_a_503_page_naming_it(oauth_env, set_env):
 )
 def test_foreign_referer_is_refused_with_403_before_any_network_call(client, amo, logs, referer):
     amo.add(responses.POST, TOKEN_URL, json=TOKEN_BODY)
-    response = client.get(callback_url(**redirect_params(referer=referer)))
+    response = client.get(callback_url(**redirect_params(client, referer=referer)))
     assert response.status_code == 403
     assert_page_headers(response)
     text = text_of(response)
@@ -262,9 +419,9 @@ def test_foreign_referer_is_refused_with_403_before_any_network_call(client, amo
 
 def test_tampered_state_is_refused_with_400(client, amo, logs):
     amo.add(responses.POST, TOKEN_URL, json=TOKEN_BODY)
-    state = fresh_state()
+    state = issue_state(client)
     tampered = state[:-2] + ("AA" if not state.endswith("AA") else "BB")
-    response = client.get(callback_url(**redirect_params(state=tampered)))
+    response = client.get(callback_url(**redirect_params(client, state=tampered)))
     assert response.status_code == 400
     assert_page_headers(response)
     assert "This connect link is not valid" in text_of(response)
@@ -278,13 +435,11 @@ def test_expired_state_is_refused_with_400(client, amo, logs, monkeypatch):
 
     amo.add(responses.POST, TOKEN_URL, json=TOKEN_BODY)
     # Take the state from the connect page, as a person would, then come back 16 minutes later.
-    page = client.get(PATH)
-    [authorize] = [link for link in links_of(page) if link.startswith("https://")]
-    state = parse_qs(urlsplit(authorize).query)["state"][0]
+    state = issue_state(client)
     later = int(time.time()) + 16 * 60
     monkeypatch.setattr(oauth_page, "_now", lambda: later)
 
-    response = client.get(callback_url(**redirect_params(state=state)))
+    response = client.get(callback_url(**redirect_params(client, state=state)))
     assert response.status_code == 400
     text = text_of(response)
     assert "has expired or was not issued by this deployment" in text
@@ -293,23 +448,95 @@ def test_expired_state_is_refused_with_400(client, amo, logs, monkeypatch):
     assert_no_secrets(response, logs)
 
 
-def test_code_without_state_is_refused_unless_widget_install(client, amo, logs):
+def test_code_without_state_is_refused_widget_install_included(client, amo, logs):
     amo.add(responses.POST, TOKEN_URL, json=TOKEN_BODY)
-    response = client.get(callback_url(**redirect_params(state="")))
+    response = client.get(callback_url(**redirect_params(client, state="")))
     assert response.status_code == 400
     assert "no state" in text_of(response)
+
+    widget = client.get(callback_url(**redirect_params(client, state="", from_widget="1")))
+    assert widget.status_code == 400
+    text = text_of(widget)
+    assert "from_widget" in text and "Connect amoCRM" in text
+    assert PATH in links_of(widget)
+    assert len(amo.calls) == 0
+    assert stored_record() is None
+    assert_no_secrets(widget, logs)
+
+
+def test_a_widget_flag_does_not_skip_the_state_check(client, amo):
+    amo.add(responses.POST, TOKEN_URL, json=TOKEN_BODY)
+    response = client.get(
+        callback_url(code=CODE, state=signed_state(), from_widget="1", referer="example.amocrm.ru")
+    )
+    assert response.status_code == 400
     assert len(amo.calls) == 0
 
-    widget = client.get(callback_url(**redirect_params(state="", from_widget="1")))
-    assert widget.status_code == 200
-    assert "amoCRM connected" in text_of(widget)
+
+def test_a_signed_state_no_connect_page_issued_is_refused(client, amo, logs):
+    amo.add(responses.POST, TOKEN_URL, json=TOKEN_BODY)
+    client.get(PATH)  # the browser has a cookie, but not for this state
+    response = client.get(
+        callback_url(code=CODE, state=signed_state(), referer="example.amocrm.ru")
+    )
+    assert response.status_code == 400
+    assert "already used" in text_of(response)
+    assert len(amo.calls) == 0
+    assert stored_record() is None
+
+
+def test_a_state_opened_in_another_browser_is_refused_and_stores_nothing(oauth_env, amo, logs):
+    amo.add(responses.POST, TOKEN_URL, json=TOKEN_BODY)
+    attacker = browser()
+    params = redirect_params(attacker)  # the attacker's own code and state…
+    victim = browser()
+    victim.get(PATH)  # …opened by someone with a cookie of their own
+    for person in (victim, browser()):  # with another cookie, and with none
+        response = person.get(callback_url(**params))
+        assert response.status_code == 400
+        assert "started in another browser" in text_of(response)
+        assert_no_secrets(response, logs)
+    assert len(amo.calls) == 0
+    assert stored_record() is None
+    # The state is still good for the browser it was issued to.
+    assert attacker.get(callback_url(**params)).status_code == 303
+
+
+def test_a_state_works_once(client, amo, logs):
+    amo.add(responses.POST, TOKEN_URL, json=TOKEN_BODY)
+    params = redirect_params(client)
+    first = client.get(callback_url(**params))
+    assert first.status_code == 303
+    again = client.get(callback_url(**params))  # back button, a reload of the old URL, a replay
+    assert again.status_code == 400
+    assert "already used" in text_of(again)
     assert len(amo.calls) == 1
-    assert_no_secrets(widget, logs)
+    assert_no_secrets(again, logs)
+
+
+def test_two_redirects_racing_for_one_state_spend_it_once(client, amo, monkeypatch):
+    """Between the check and the spend another request wins: the code is not sent."""
+    from prometei.services import get_services
+
+    amo.add(responses.POST, TOKEN_URL, json=TOKEN_BODY)
+    params = redirect_params(client)
+    state_store = get_services().state
+    real_delete = state_store.delete
+
+    def other_request_first(key: str) -> bool:
+        assert real_delete(key)  # the other request spends it…
+        return real_delete(key)  # …so ours gets False
+
+    monkeypatch.setattr(state_store, "delete", other_request_first)
+    response = client.get(callback_url(**params))
+    assert response.status_code == 400
+    assert "already used" in text_of(response)
+    assert len(amo.calls) == 0
 
 
 def test_code_for_another_integration_is_refused(client, amo):
     amo.add(responses.POST, TOKEN_URL, json=TOKEN_BODY)
-    response = client.get(callback_url(**redirect_params(client_id="someone-else")))
+    response = client.get(callback_url(**redirect_params(client, client_id="someone-else")))
     assert response.status_code == 400
     assert "different integration" in text_of(response)
     assert len(amo.calls) == 0
@@ -324,7 +551,7 @@ def test_code_for_another_integration_is_refused(client, amo):
     ],
 )
 def test_amocrm_error_redirect_renders_a_readable_page(client, amo, error, status, phrase):
-    response = client.get(callback_url(error=error, state=fresh_state()))
+    response = client.get(callback_url(error=error, state=signed_state()))
     assert response.status_code == status
     assert_page_headers(response)
     assert phrase in text_of(response)
@@ -338,7 +565,7 @@ def test_reused_code_token_endpoint_401_is_a_502_saying_codes_are_single_use(
     client, amo, logs, problem
 ):
     amo.add(responses.POST, TOKEN_URL, status=401, json=problem)
-    response = client.get(callback_url(**redirect_params()))
+    response = client.get(callback_url(**redirect_params(client)))
     assert response.status_code == 502
     assert_page_headers(response)
     text = text_of(response)
@@ -353,7 +580,7 @@ def test_reused_code_token_endpoint_401_is_a_502_saying_codes_are_single_use(
 
 def test_wrong_client_secret_is_a_502_naming_the_variables(client, amo, logs):
     amo.add(responses.POST, TOKEN_URL, status=401, json=BAD_CLIENT_BODY)
-    response = client.get(callback_url(**redirect_params()))
+    response = client.get(callback_url(**redirect_params(client)))
     assert response.status_code == 502
     text = text_of(response)
     assert "amoCRM refused the request" in text
@@ -364,7 +591,7 @@ def test_wrong_client_secret_is_a_502_naming_the_variables(client, amo, logs):
 
 def test_token_endpoint_500_is_a_502_saying_try_again(client, amo, logs):
     amo.add(responses.POST, TOKEN_URL, status=500, body="")
-    response = client.get(callback_url(**redirect_params()))
+    response = client.get(callback_url(**redirect_params(client)))
     assert response.status_code == 502
     assert_page_headers(response)
     text = text_of(response)
@@ -375,17 +602,16 @@ def test_token_endpoint_500_is_a_502_saying_try_again(client, amo, logs):
 
 
 @pytest.mark.parametrize("referer", ["example.amocrm.ru", "https://example.amocrm.ru"])
-def test_success_exchanges_at_configured_host_and_stores_the_pair(client, amo, logs, referer):
+def test_success_exchanges_stores_the_pair_and_redirects_to_the_status_page(
+    client, amo, logs, referer
+):
     amo.add(responses.POST, TOKEN_URL, json=TOKEN_BODY)
     before = int(time.time())
-    response = client.get(callback_url(**redirect_params(referer=referer)))
-    assert response.status_code == 200, text_of(response)
-    assert_page_headers(response)
-    text = text_of(response)
-    assert "amoCRM connected" in text
-    assert "connected to example.amocrm.ru" in text
-    assert "Access token valid until" in text
-    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", text)
+    response = client.get(callback_url(**redirect_params(client, referer=referer)))
+    assert response.status_code == 303, text_of(response)
+    assert response.headers["Location"] == PATH
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
 
     [call] = amo.calls
     assert call.request.url == TOKEN_URL
@@ -409,29 +635,45 @@ def test_success_exchanges_at_configured_host_and_stores_the_pair(client, amo, l
     assert record.expires_at >= before + 86400 - 120
     assert_no_secrets(response, logs)
 
-    # The connect page now reports the connection.
-    status_page = client.get(PATH)
-    assert "Status connected" in text_of(status_page)
-    assert_no_secrets(status_page, logs)
+    # The page it lands on reports the connection; reloading it exchanges nothing.
+    for _ in range(2):
+        status_page = client.get(response.headers["Location"])
+        assert status_page.status_code == 200
+        assert "Status connected" in text_of(status_page)
+        assert_no_secrets(status_page, logs)
+    assert len(amo.calls) == 1
 
 
 def test_code_in_long_lived_mode_is_not_exchanged(set_env, amo):
-    from prometei.web.apps import create_oauth_app
-
     set_env(
         AMOCRM_CLIENT_ID=CLIENT_ID,
         AMOCRM_CLIENT_SECRET=CLIENT_SECRET,
         AMOCRM_REDIRECT_URI=REDIRECT_URI,
     )
     amo.add(responses.POST, TOKEN_URL, json=TOKEN_BODY)
-    response = (
-        create_oauth_app()
-        .test_client()
-        .get(callback_url(code=CODE, referer="example.amocrm.ru", state=fresh_state()))
+    response = browser().get(
+        callback_url(code=CODE, referer="example.amocrm.ru", state=signed_state())
     )
     assert response.status_code == 409
     assert "OAuth is not used by this deployment" in text_of(response)
     assert len(amo.calls) == 0
+
+
+# ---- readiness: OAuth mode without a stored pair is not ready ------------------------------
+
+
+def test_readiness_is_not_ok_in_oauth_mode_until_a_pair_is_stored(oauth_env):
+    from prometei.web.apps import create_webhook_app
+
+    client = create_webhook_app().test_client()
+    report = client.get("/api/webhook").get_json()
+    assert report["ok"] is False
+    assert any("not connected" in problem for problem in report["problems"])
+
+    seed_pair(expires_at=int(time.time()) + 3600, obtained_at=int(time.time()))
+    ready = client.get("/api/webhook")
+    assert ready.status_code == 200
+    assert ready.get_json()["ok"] is True
 
 
 def test_html_is_escaped_and_page_has_no_script():
@@ -456,6 +698,7 @@ def test_html_is_escaped_and_page_has_no_script():
 
 def test_non_ascii_state_is_a_400_not_a_500(client, amo, logs):
     amo.add(responses.POST, TOKEN_URL, json=TOKEN_BODY)
+    client.get(PATH)
     response = client.get(f"{PATH}?code=abc&state=1.a.%C3%A9&referer=example.amocrm.ru")
     assert response.status_code == 400
     assert_page_headers(response)
@@ -487,7 +730,8 @@ def test_busy_refresh_lock_is_a_503_and_the_code_is_not_spent(client, amo, logs)
     other = services.store.acquire_lock(120_000)  # an instance is refreshing
     assert other is not None
 
-    response = client.get(callback_url(**redirect_params()))
+    params = redirect_params(client)
+    response = client.get(callback_url(**params))
     assert response.status_code == 503
     assert_page_headers(response)
     assert response.headers["Retry-After"] == "60"
@@ -499,10 +743,10 @@ def test_busy_refresh_lock_is_a_503_and_the_code_is_not_spent(client, amo, logs)
     assert 0 < sum(clock.sleeps) <= 10  # a bounded wait, well inside maxDuration 30 s
     assert_no_secrets(response, logs)
 
-    # Once the refresh is done, the same redirect (same code) connects.
+    # Once the refresh is done, the same redirect (same code, same state) connects.
     assert services.store.release_lock(other)
-    again = client.get(callback_url(**redirect_params()))
-    assert again.status_code == 200, text_of(again)
+    again = client.get(callback_url(**params))
+    assert again.status_code == 303, text_of(again)
     assert len(amo.calls) == 1
 
 
@@ -519,8 +763,8 @@ def test_the_exchange_and_the_write_happen_under_the_refresh_lock(client, amo, l
     amo.add_callback(
         responses.POST, TOKEN_URL, callback=token_endpoint, content_type="application/json"
     )
-    response = client.get(callback_url(**redirect_params()))
-    assert response.status_code == 200, text_of(response)
+    response = client.get(callback_url(**redirect_params(client)))
+    assert response.status_code == 303, text_of(response)
     assert seen == [True]
     assert stored_record().refresh_token.get_secret_value() == REFRESH
     owner = store.acquire_lock(1000)  # released afterwards (compare-and-delete)
@@ -538,10 +782,30 @@ def test_token_store_down_before_the_exchange_does_not_spend_the_code(client, am
     def store_down(ttl_ms: int) -> str | None:
         raise UpstreamUnavailable("kv", "no answer within 3s (timeout); will retry")
 
+    params = redirect_params(client)
     store.acquire_lock = store_down
-    response = client.get(callback_url(**redirect_params()))
+    response = client.get(callback_url(**params))
     assert response.status_code == 503
     text = text_of(response)
     assert "Token store unreachable" in text and "code was not used" in text
     assert len(amo.calls) == 0
     assert_no_secrets(response, logs)
+
+
+def test_the_callback_entrypoint_loads_no_http_client_at_import():
+    """Cold starts: `requests` (and the OAuth client) load only when a code is exchanged."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    probe = (
+        "import importlib.util, sys\n"
+        "spec = importlib.util.spec_from_file_location('cb', 'api/oauth/callback.py')\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "print(sorted(m for m in ('requests', 'prometei.amocrm.oauth') if m in sys.modules))\n"
+    )
+    result = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

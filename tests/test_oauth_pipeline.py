@@ -4,9 +4,11 @@ refreshed) tokens. KV is the fakeredis HTTP shim on loopback, so the store speak
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import time
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import responses
@@ -52,22 +54,20 @@ def mock(kv_oauth_env):
 
 
 def connect(mock) -> None:
-    from prometei.amocrm.oauth import derive_state_key, sign_state
-    from prometei.services import get_services
+    """Connect as a person would: the connect page (cookie + state), then amoCRM's redirect."""
     from prometei.web.apps import create_oauth_app
 
     mock.post(TOKEN_URL, json=token_answer(1))
-    key = derive_state_key(get_services().settings.amocrm_client_secret)
+    browser = create_oauth_app().test_client()
+    page = browser.get("/api/oauth/callback")
+    [authorize] = re.findall(r'href="(https://[^"]+)"', page.get_data(as_text=True))
+    state = parse_qs(urlsplit(html.unescape(authorize)).query)["state"][0]
     query = urlencode(
-        {
-            "code": "one-time-code-SECRET",
-            "state": sign_state(key, int(time.time())),
-            "referer": "example.amocrm.ru",
-        }
+        {"code": "one-time-code-SECRET", "state": state, "referer": "example.amocrm.ru"}
     )
-    page = create_oauth_app().test_client().get(f"/api/oauth/callback?{query}")
-    assert page.status_code == 200, page.get_data(as_text=True)
-    assert "SECRET" not in page.get_data(as_text=True)
+    done = browser.get(f"/api/oauth/callback?{query}")
+    assert done.status_code == 303, done.get_data(as_text=True)
+    assert "SECRET" not in done.get_data(as_text=True)
 
 
 def lead_json() -> dict:

@@ -90,8 +90,10 @@ def sign_state(key: bytes, now: int) -> str:
     return f"{payload}.{_state_mac(key, payload)}"
 
 
-def verify_state(state: str, key: bytes, now: int, max_age_s: int = 900) -> None:
-    """Raise InputError unless `state` was signed with `key` within the last `max_age_s`.
+def verify_state(state: str, key: bytes, now: int, max_age_s: int = 900) -> str:
+    """The state's nonce; InputError unless `state` was signed with `key` within the last
+    `max_age_s`. The signature proves we issued it; that it is used once, by the browser it
+    was issued to, is `prometei.web.connect_state`'s job.
 
     `state` comes from the query string, so it can hold anything: only ASCII states of our
     own shape get as far as the (constant-time, byte-wise) signature check."""
@@ -108,6 +110,7 @@ def verify_state(state: str, key: bytes, now: int, max_age_s: int = 900) -> None
         raise InputError(
             "the OAuth state has expired; open /api/oauth/callback and click Connect again"
         )
+    return nonce
 
 
 # ---- the client ---------------------------------------------------------------------------

@@ -14,12 +14,13 @@ import flask
 from prometei.config import get_settings
 from prometei.errors import ConfigError
 from prometei.logs import configure_logging
+from prometei.web.executor import INNGEST_PATH as EXECUTOR_PATH
 from prometei.web.responses import json_error
 
 log = logging.getLogger(__name__)
 
 # The other paths belong to their blueprints: intake.WEBHOOK_PATH, oauth_page.CALLBACK_PATH.
-INNGEST_PATH = "/api/inngest"
+INNGEST_PATH = EXECUTOR_PATH
 
 
 def _setup_logging() -> ConfigError | None:
@@ -53,29 +54,38 @@ def _mount_inngest(app: flask.Flask) -> None:
 
     from prometei.functions import all_functions
     from prometei.functions.client import build_client
+    from prometei.web.executor import guard_executor_request, is_amocrm_form_post
+
+    served: list[bool] = []  # set once the SDK serves the path; a broken setup answers 503
 
     @app.before_request
-    def route_amocrm_form_posts() -> flask.Response | None:
-        # amoCRM accounts configured by the old TypeScript project post their webhooks here.
-        # The executor always sends JSON with ?fnId=; a form POST without it is amoCRM's.
+    def guard_inngest_path() -> flask.Response | None:
         request = flask.request
-        if (
-            request.path == INNGEST_PATH
-            and request.method == "POST"
-            and "fnId" not in request.args
-            and request.mimetype == "application/x-www-form-urlencoded"
-        ):
+        if request.path != INNGEST_PATH:
+            return None
+        if is_amocrm_form_post(request):
             # Imported here: most /api/inngest instances only ever see executor calls.
             from prometei.web.intake import handle_webhook
 
             response: flask.Response = handle_webhook()
             return response
-        return None
+        return guard_executor_request(get_settings()) if served else None
 
     try:
         settings = get_settings()
         client = build_client(settings)
-        inngest.flask.serve(app, client, all_functions(settings), serve_path=INNGEST_PATH)
+        origin = settings.serve_origin
+        inngest.flask.serve(
+            app,
+            client,
+            all_functions(settings),
+            serve_path=INNGEST_PATH,
+            # Never the request's Host header (see prometei.web.executor).
+            serve_origin=origin[0] if origin else None,
+            # Cloud mode: a sync must be signed (dev mode always allows it).
+            enable_unauthed_sync=settings.is_dev,
+        )
+        served.append(True)
     except ConfigError as exc:
         _broken(app, INNGEST_PATH, ["GET", "POST", "PUT"], exc)
     except Exception as exc:  # the SDK's errors are not exported; SigningKeyMissingError here

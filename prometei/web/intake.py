@@ -25,6 +25,7 @@ from prometei.config import Settings
 from prometei.errors import ConfigError, InputError, PrometeiError
 from prometei.events import build_lead_events
 from prometei.services import Services, get_services
+from prometei.web.bodies import BodyRefused, read_body
 from prometei.web.responses import json_error
 
 log = logging.getLogger(__name__)
@@ -213,21 +214,11 @@ def _check_content_type(request: flask.Request) -> None:
 
 
 def _read_body(request: flask.Request) -> bytes:
-    too_large = _Refusal(
-        413, f"body is larger than {MAX_BODY_BYTES} bytes; amoCRM webhooks are far smaller"
-    )
-    length = request.content_length
-    if length is not None and length > MAX_BODY_BYTES:
-        raise too_large
-    # Read the raw bytes ourselves (never request.form: it would consume the body) and read
-    # one byte more than allowed, so a body without (or with a lying) Content-Length is caught.
+    # Whole, bounded, and refused when shorter than its Content-Length (prometei.web.bodies).
     try:
-        body = request.stream.read(MAX_BODY_BYTES + 1)
-    except Exception:
-        raise _Refusal(400, "could not read the request body (client disconnected?)") from None
-    if len(body) > MAX_BODY_BYTES:
-        raise too_large
-    return body
+        return read_body(request, MAX_BODY_BYTES, why="amoCRM webhooks are far smaller")
+    except BodyRefused as refusal:
+        raise _Refusal(refusal.status, refusal.message) from None
 
 
 def _check_account(account: WebhookAccount, settings: Settings, subdomain: str) -> None:
@@ -275,14 +266,42 @@ _REPORTED: dict[str, str] = {
 def readiness_response() -> flask.Response:
     """The GET report: 200 when nothing blocks the pipeline, else 503 with `problems`."""
     try:
-        settings = get_services().settings
+        services = get_services()
     except ConfigError as exc:
         report: dict[str, Any] = {"ok": False, "problems": [exc.message]}
     else:
-        report = readiness_report(settings)
+        report = readiness_report(services.settings)
+        problem = _connection_problem(services)
+        if problem:
+            report["problems"].append(problem)
+            report["ok"] = False
     response = flask.jsonify(report)
     response.status_code = 200 if report["ok"] else 503
     return response
+
+
+def _connection_problem(services: Services) -> str | None:
+    """OAuth mode only: why no usable token pair is stored (one store read), or None."""
+    settings = services.settings
+    if settings.uses_long_lived_token or not all(
+        (settings.amocrm_subdomain, settings.amocrm_client_id, settings.amocrm_client_secret)
+    ):
+        return None  # long-lived token, or the missing settings already have their line
+    try:
+        status = services.tokens.status()
+    except ConfigError as exc:  # e.g. no token store on Vercel without KV
+        return exc.message
+    except PrometeiError:
+        return (
+            "the token store cannot be read, so amoCRM calls will fail; run "
+            "`python -m prometei doctor` (kv row)."
+        )
+    if status.get("connected"):
+        return None
+    return (
+        "amoCRM is not connected: OAuth mode has no usable token pair stored; open "
+        "/api/oauth/callback and click Connect amoCRM."
+    )
 
 
 def readiness_report(settings: Settings) -> dict[str, Any]:
