@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from tests.deploy.vercel_build import MARKER, PLANTED, ROOT, BuildResult
+from tests.deploy.vercel_build import MARKER, PLANTED, ROOT, BuildResult, upload_list
 
 # The three entrypoints (DESIGN.md); nothing else may become a function.
 FUNCTIONS = {"api/inngest", "api/webhook", "api/oauth/callback"}
@@ -88,6 +88,18 @@ def test_no_planted_file_or_value_reaches_the_output(build: BuildResult) -> None
         if MARKER.encode() in path.read_bytes()
     ]
     assert leaked == []
+
+
+def test_vercel_deploy_would_upload_only_what_the_build_needs(build: BuildResult) -> None:
+    uploaded = upload_list(build.project)
+    assert "api/inngest.py" in uploaded
+    assert "prometei/config.py" in uploaded
+    assert "requirements.txt" in uploaded
+    needed = re.compile(
+        r"^(api/|prometei/|public/|requirements\.txt$|\.python-version$|vercel\.json$)"
+    )
+    assert [path for path in uploaded if not needed.match(path)] == []
+    assert set(uploaded) & set(PLANTED) == set()
 
 
 def _pins() -> dict[str, str]:

@@ -204,6 +204,27 @@ def run_build(scratch: Path) -> BuildResult:
     return read_output(project, log, seconds)
 
 
+def upload_list(project: Path) -> list[str]:
+    """What `vercel deploy` would upload from `project` (relative paths), as the CLI decides it."""
+    completed = subprocess.run(
+        [
+            "node",
+            str(TOOLS / "upload_list.mjs"),
+            str(VERCEL_BIN.parent.parent / "vercel"),
+            str(project),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise DeployCheckError(f"listing the upload failed: {completed.stderr[-2000:]}")
+    return sorted(
+        Path(path).relative_to(project).as_posix() for path in json.loads(completed.stdout)
+    )
+
+
 def read_output(project: Path, log: str, seconds: float) -> BuildResult:
     output = project / ".vercel" / "output"
     result = BuildResult(project=project, output=output, log=log, seconds=seconds)
