@@ -77,7 +77,7 @@ class RuntimeHost:
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(str(ipc_path))
         self._listener.listen(1)
-        self._listener.settimeout(DEADLINE)
+        self._listener.settimeout(0.2)
         env = {
             "PATH": "/usr/bin:/bin",
             "HOME": str(self.workdir),
@@ -86,18 +86,38 @@ class RuntimeHost:
             "VERCEL_IPC_PATH": str(ipc_path),
             **app_env,
         }
-        self._process = subprocess.Popen(
-            [self.python, "-S", "-c", "import vc__handler__python"],
-            cwd=bundle,
-            env=env,
-            stdout=(self.workdir / "stdout.txt").open("wb"),
-            stderr=(self.workdir / "stderr.txt").open("wb"),
-        )
-        connection, _ = self._listener.accept()
+        with (
+            (self.workdir / "stdout.txt").open("wb") as stdout,
+            (self.workdir / "stderr.txt").open("wb") as stderr,
+        ):
+            self._process = subprocess.Popen(
+                [self.python, "-S", "-c", "import vc__handler__python"],
+                cwd=bundle,
+                env=env,
+                stdout=stdout,
+                stderr=stderr,
+            )
+        connection = self._accept()
         self._reader = threading.Thread(target=self._read, args=(connection,), daemon=True)
         self._reader.start()
         started = self.wait_for(lambda m: m.get("type") == "server-started")
         self.port = int(started["payload"]["httpPort"])
+
+    def _accept(self) -> socket.socket:
+        """The runtime's IPC connection, or a failure that shows why the function died."""
+        assert self._listener is not None and self._process is not None
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline and self._process.poll() is None:
+            try:
+                connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            connection.settimeout(None)
+            return connection
+        raise AssertionError(
+            f"the function never connected (exit code {self._process.poll()}): "
+            f"{self.process_output()[-2000:]}"
+        )
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
