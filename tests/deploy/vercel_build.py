@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,7 +137,7 @@ def plant(project: Path) -> None:
 
 def _tool_path(scratch: Path, python: str) -> str:
     """A PATH where `python3`/`python3.12` are the 3.12 interpreter and `uv` is the pinned one."""
-    uv = ROOT / ".venv" / "bin" / "uv"
+    uv = Path(sys.executable).parent / "uv"  # the test venv's, pinned in requirements-dev.txt
     found_uv = str(uv) if uv.exists() else shutil.which("uv")
     if not found_uv:
         raise DeployCheckError("uv not found: run `make install` (requirements-dev.txt pins it)")
