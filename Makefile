@@ -11,7 +11,7 @@ PORT ?= 3000
 TIER_DIRS := tests/e2e tests/redis tests/browser tests/deploy
 UNIT_ARGS := $(addprefix --ignore=,$(TIER_DIRS))
 
-.PHONY: install test lint types unit serve bench clean browser
+.PHONY: install test lint types unit serve bench clean requirements deploy-check browser
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,5 +44,34 @@ serve: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# requirements.txt (what Vercel installs into every function) is generated: every package
+# pinned, transitive ones included, resolved for Python 3.12 (what Vercel runs; the set is the
+# same on 3.11). Edit requirements.in, then run this and commit both files.
+requirements: $(STAMP)
+	$(BIN)/uv pip compile requirements.in --python-version 3.12 --output-file requirements.txt \
+		--custom-compile-command "make requirements" --quiet
+
+# The deploy check: the real Vercel CLI (pinned in tests/deploy/package-lock.json) builds a
+# copy of this tree with a dummy .env, .prometei/ and .venv planted in it, and the tier in
+# tests/deploy/ asserts what the output would publish and bundle. Needs Node.js/npm and a
+# Python 3.12 (`python3.12` on PATH, or DEPLOY_CHECK_PYTHON=/path/to/python3.12).
+DEPLOY_TOOLS := tests/deploy
+VERCEL_STAMP := $(DEPLOY_TOOLS)/node_modules/.installed-$(shell cksum < $(DEPLOY_TOOLS)/package-lock.json | cut -d' ' -f1)
+
+# Not `npm ci`: it refuses this lock because the registry has no vc-native builds of the CLI for
+# other platforms (optional dependencies), so the lock cannot list them. `npm install` follows
+# the lock; if it rewrites it anyway, the pinned lock is put back and the install fails.
+$(VERCEL_STAMP): $(DEPLOY_TOOLS)/package.json $(DEPLOY_TOOLS)/package-lock.json
+	rm -rf $(DEPLOY_TOOLS)/node_modules
+	cd $(DEPLOY_TOOLS) && pinned=$$(mktemp) && cp package-lock.json $$pinned && { \
+	  npm install --ignore-scripts --no-audit --no-fund --prefer-offline --loglevel=error; \
+	  status=$$?; cmp -s package-lock.json $$pinned || { cp $$pinned package-lock.json; status=1; \
+	    echo "npm rewrote tests/deploy/package-lock.json (restored): not the pinned CLI" >&2; }; \
+	  rm -f $$pinned; exit $$status; }
+	touch $@
+
+deploy-check: $(STAMP) $(VERCEL_STAMP)
+	$(BIN)/python -m pytest -q $(DEPLOY_TOOLS)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis $(DEPLOY_TOOLS)/node_modules

@@ -118,6 +118,11 @@ class Settings(BaseModel):
     amocrm_redirect_uri: str | None = Field(None, alias="AMOCRM_REDIRECT_URI")
     amocrm_refresh_token: SecretStr | None = Field(None, alias="AMOCRM_REFRESH_TOKEN")
     amocrm_webhook_secret: SecretStr | None = Field(None, alias="AMOCRM_WEBHOOK_SECRET")
+    # The secret being replaced: still accepted while the URL in amoCRM is switched to the new
+    # one (README: rotating the webhook secret). Unset it once the switch is done.
+    amocrm_webhook_secret_previous: SecretStr | None = Field(
+        None, alias="AMOCRM_WEBHOOK_SECRET_PREVIOUS"
+    )
     amocrm_trigger_statuses: tuple[TriggerStatus, ...] = Field((), alias="AMOCRM_TRIGGER_STATUSES")
     # Switch-over bridge: accept webhooks without ?token= on the TypeScript version's URLs
     # (/api/amocrm-webhook, /api/inngest) until the URL in amoCRM carries the token.

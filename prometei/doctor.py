@@ -575,6 +575,15 @@ def check_webhook_secret(settings: Settings) -> Check:
             fix,
             warning=True,
         )
+    if settings.amocrm_webhook_secret_previous is not None:
+        return Check(
+            name,
+            True,
+            f"set ({len(value)} chars); AMOCRM_WEBHOOK_SECRET_PREVIOUS is accepted too",
+            "once the URL in amoCRM carries ?token=<AMOCRM_WEBHOOK_SECRET>, unset "
+            "AMOCRM_WEBHOOK_SECRET_PREVIOUS and redeploy",
+            warning=True,
+        )
     return Check(name, True, f"set ({len(value)} chars); webhook URLs must carry ?token=<it>")
 
 

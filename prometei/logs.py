@@ -1,9 +1,15 @@
 """Logging: one JSON object per line on stdout, secrets scrubbed from every record.
 
-`configure_logging(settings)` is called once per process by each entrypoint. It installs the
-redaction filter on the root handler, so every logger, the Inngest SDK's included, goes through
-it. `log_context(lead_id=..., event_id=..., run_id=...)` adds fields to every line logged
-inside the block.
+`configure_logging(settings)` is called once per process by each entrypoint. It makes our
+stdout handler the root logger's only one and scrubs every record when it is created, so every
+logger, the Inngest SDK's included, goes through the redaction. `log_context(lead_id=...,
+event_id=..., run_id=...)` adds fields to every line logged inside the block.
+
+Under Vercel's Python runtime (PyPI `vercel-runtime`), the runtime installs its own root handler
+before it imports our entrypoint; that handler forwards each record to Vercel's log view, and the
+runtime also forwards everything written to stdout. Left in place, every line would show twice
+and the SDK's probe refusals would reach the log at level error, so configuring logging removes
+the handlers that were there before ours (see `configure_logging`).
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ _context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar
 )
 _CONTEXT_KEYS = ("lead_id", "event_id", "run_id", "fn_id")
 _HANDLER_NAME = "prometei"
+# The logger the Inngest client logs through (prometei.functions.client passes it to the SDK).
+SDK_LOGGER = "inngest"
 
 
 @contextlib.contextmanager
@@ -80,10 +88,13 @@ def install_redaction() -> None:
 
 class InngestProbeFilter(logging.Filter):
     """Inngest Cloud probes every Vercel deploy with unsigned requests; the SDK logs each
-    refusal as an ERROR `unauthorized:` line. They are expected, so demote them to DEBUG."""
+    refusal as an ERROR `unauthorized:` line. They are expected, so demote them to DEBUG.
+
+    Installed on the SDK's logger (so no handler ever sees the ERROR) and on our handler (for
+    records from its child loggers)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name.startswith("inngest") and "unauthorized" in str(record.msg).lower():
+        if record.name.startswith(SDK_LOGGER) and "unauthorized" in str(record.msg).lower():
             record.levelno = logging.DEBUG
             record.levelname = "DEBUG"
             return logging.getLogger().isEnabledFor(logging.DEBUG)
@@ -141,21 +152,36 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def configure_logging(
     *, level: str = "INFO", fmt: str = "json", secrets: list[str] | None = None
 ) -> None:
-    """Install the one stdout handler (idempotent: safe on every warm import)."""
+    """Make our stdout handler the root logger's only one (idempotent: safe on every warm import).
+
+    The first call removes whatever root handlers were installed before it (a runtime's, or a
+    `basicConfig` somewhere): each record is then written once, as one line on stdout, after
+    the redaction and the probe filter. Handlers added after that are left alone (a debugging
+    handler, pytest's capture): later calls only update the level, format and secrets.
+    """
     register_secrets(secrets or [])
     install_redaction()
+    _filter_sdk_probes(logging.getLogger(SDK_LOGGER))
     root = logging.getLogger()
+    formatter = JsonFormatter() if fmt == "json" else TextFormatter()
     for handler in root.handlers:
         if handler.get_name() == _HANDLER_NAME:
-            handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+            handler.setFormatter(formatter)
             root.setLevel(level)
             return
+    for foreign in list(root.handlers):
+        root.removeHandler(foreign)
     handler = _StdoutHandler()
     handler.set_name(_HANDLER_NAME)
-    handler.addFilter(InngestProbeFilter())
+    _filter_sdk_probes(handler)
     handler.addFilter(RedactingFilter())
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(formatter)
     root.addHandler(handler)
     root.setLevel(level)
     # The SDK's own logger must reach our handler (and its filters) too.
-    logging.getLogger("inngest").propagate = True
+    logging.getLogger(SDK_LOGGER).propagate = True
+
+
+def _filter_sdk_probes(target: logging.Logger | logging.Handler) -> None:
+    if not any(isinstance(existing, InngestProbeFilter) for existing in target.filters):
+        target.addFilter(InngestProbeFilter())

@@ -48,6 +48,18 @@ AMO_BASE = "https://example.amocrm.ru"
 EVENT_API = "https://inn.gs/e/" + TEST_SECRETS["INNGEST_EVENT_KEY"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Configure our logging before pytest adds its capture handlers to the root logger.
+
+    The first `configure_logging` removes the root handlers that were there before it (a
+    runtime's); handlers added later stay, so `caplog` keeps working in every test.
+    """
+    del config
+    from prometei.logs import configure_logging
+
+    configure_logging()
+
+
 @pytest.fixture(autouse=True)
 def project_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[str, str]]:
     """Start each test from BASE_ENV only; returns the dict so tests can read values."""

@@ -89,3 +89,66 @@ def test_mask_values_masks_exact_values_only() -> None:
     assert mask_values("pw 0123 and 01234", ["0123", "01234", ""]) == (
         "pw [REDACTED] and [REDACTED]"
     )
+
+
+class _RuntimeHandler(logging.Handler):
+    """Stands in for a handler a runtime installs on the root logger before our code runs
+    (Vercel's forwards `record.getMessage()` and the level to its log view)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append((record.levelname, record.getMessage()))
+
+
+@pytest.fixture
+def runtime_first():
+    """A root logger as a runtime leaves it: its own handler only, ours not installed yet."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    runtime = _RuntimeHandler()
+    root.handlers = [runtime]
+    root.setLevel(logging.INFO)
+    yield runtime
+    root.handlers = saved_handlers
+    root.setLevel(saved_level)
+
+
+def test_a_root_handler_installed_first_is_replaced_so_each_record_is_one_line(
+    runtime_first, capsys
+) -> None:
+    configure_logging(level="INFO", fmt="json", secrets=["hunter2-SECRET"])
+    logging.getLogger("prometei.test").warning("refused token hunter2-SECRET")
+    logging.getLogger("inngest").error("unauthorized: no signature")
+
+    assert runtime_first.seen == []  # nothing reaches the runtime's own handler any more
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    assert [(line["level"], line["message"]) for line in lines] == [
+        ("warning", "refused token [REDACTED]")
+    ]
+
+
+def test_handlers_added_after_ours_are_kept_and_still_see_no_probe_error(
+    runtime_first, capsys
+) -> None:
+    configure_logging(level="INFO", fmt="json")
+    later = _RuntimeHandler()
+    logging.getLogger().addHandler(later)
+    configure_logging(level="INFO", fmt="json")  # a warm re-import configures again
+
+    logging.getLogger("prometei.test").info("kept")
+    logging.getLogger("inngest").error("unauthorized: signature expired")
+
+    assert later.seen == [("INFO", "kept")]
+    out = capsys.readouterr().out
+    assert out.count('"kept"') == 1
+    assert "unauthorized" not in out
+
+
+def test_probe_lines_show_at_debug_level_only(runtime_first, capsys) -> None:
+    configure_logging(level="DEBUG", fmt="json")
+    logging.getLogger("inngest").error("unauthorized: signature missing")
+    (line,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    assert (line["level"], line["logger"]) == ("debug", "inngest")

@@ -19,6 +19,7 @@ import logging
 from typing import Any
 
 import flask
+from pydantic import SecretStr
 
 from prometei.amocrm.webhook import WebhookAccount, account_problem, parse_webhook
 from prometei.config import Settings
@@ -152,15 +153,27 @@ def _check_token(request: flask.Request, settings: Settings) -> None:
         # An old URL (/api/amocrm-webhook, /api/inngest) as the TypeScript version had it.
         _check_tokenless_legacy_url(request, settings)
         return
-    # Bytes, not str: compare_digest refuses non-ASCII str.
-    if not supplied or not hmac.compare_digest(
-        supplied.encode("utf-8", "surrogatepass"), secret.get_secret_value().encode("utf-8")
-    ):
-        raise _Refusal(
-            401,
-            "missing or wrong ?token= in the webhook URL; it must equal AMOCRM_WEBHOOK_SECRET "
-            "(check the URL in amoCRM's webhook settings)",
+    if _token_matches(supplied, secret):
+        return
+    previous = settings.amocrm_webhook_secret_previous
+    if previous is not None and _token_matches(supplied, previous):
+        log.warning(
+            "webhook accepted with AMOCRM_WEBHOOK_SECRET_PREVIOUS: switch the URL in amoCRM "
+            "to ?token=<AMOCRM_WEBHOOK_SECRET>, then unset AMOCRM_WEBHOOK_SECRET_PREVIOUS"
         )
+        return
+    raise _Refusal(
+        401,
+        "missing or wrong ?token= in the webhook URL; it must equal AMOCRM_WEBHOOK_SECRET "
+        "(check the URL in amoCRM's webhook settings)",
+    )
+
+
+def _token_matches(supplied: str, secret: SecretStr) -> bool:
+    # Bytes, not str: compare_digest refuses non-ASCII str.
+    return bool(supplied) and hmac.compare_digest(
+        supplied.encode("utf-8", "surrogatepass"), secret.get_secret_value().encode("utf-8")
+    )
 
 
 def _check_tokenless_legacy_url(request: flask.Request, settings: Settings) -> None:
