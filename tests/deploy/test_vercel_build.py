@@ -11,7 +11,7 @@ from tests.deploy.vercel_build import MARKER, PLANTED, ROOT, BuildResult, upload
 # may become a function.
 FUNCTIONS = {"api/inngest", "api/webhook", "api/oauth/callback", "api/amocrm-webhook"}
 # Inside a bundle, besides the vendored packages: our entrypoints and the package they import.
-BUNDLE_SOURCE = re.compile(r"^(api/[\w/]+\.py|prometei/[\w/]+\.py)$")
+BUNDLE_SOURCE = re.compile(r"^(api/[\w/-]+\.py|prometei/[\w/]+\.py)$")
 # Packages the builder adds to every bundle on its own (not from requirements.txt).
 BUILDER_PACKAGES = {"vercel-runtime", "pip"}
 NEVER_BUNDLED = re.compile(
