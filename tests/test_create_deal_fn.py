@@ -264,3 +264,23 @@ def test_mocked_output_carries_batch_origin() -> None:
         "batchId": "B1",
         "batchIndex": 4,
     }
+
+
+def test_only_the_senders_external_ids_are_remembered(app_client, erp, project_env) -> None:
+    from pathlib import Path
+
+    from prometei.deals import derived_external_id
+
+    batch = "01BATCHEVENT"
+    run_function(app_client, FN, deal_event({"dealName": "A"}))  # id derived from the event
+    derived = derived_external_id(batch, 1)
+    run_function(
+        app_client,
+        FN,
+        deal_event({"dealName": "B", "externalId": derived, "batchId": batch, "batchIndex": 1}),
+    )
+    run_function(app_client, FN, deal_event({"dealName": "C", "externalId": "shop-3"}))
+    state = json.loads((Path(project_env["PROMETEI_STATE_DIR"]) / "state.json").read_text())
+    remembered = [key for key in json.dumps(state).split('"') if key.startswith("erp:record")]
+    assert remembered == ["erp:record:70:deal:shop-3"]
+    assert len(erp.rows[70]) == 3

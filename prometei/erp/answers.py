@@ -142,7 +142,7 @@ class AnswerReader:
             return envelope.get("data")
         if envelope.get("status") == "error":
             raise self._api_error(action, status, envelope, text)
-        raise self._unclassified(action, status, text, "unexpected answer")
+        raise self._unclassified(action, status, text, "an unexpected answer")
 
     # ---- shapes -------------------------------------------------------------------------
     def _parse_html(self, action: str, status: int, text: str) -> dict[str, Any]:
@@ -166,9 +166,9 @@ class AnswerReader:
         if fatal:
             detail = fatal.group(1).split(" in /")[0].strip()
             raise self._unclassified(
-                action, status, text, f"PHP fatal error in Rukovoditel: {detail[:200]}"
+                action, status, text, f"a PHP fatal error in Rukovoditel ({detail[:200]})"
             )
-        raise self._unclassified(action, status, text, "the answer is not Rukovoditel JSON")
+        raise self._unclassified(action, status, text, "an answer that is not Rukovoditel JSON")
 
     def _json_after_php_notices(self, action: str, text: str) -> dict[str, Any] | None:
         """With display_errors=On PHP prints Deprecated/Warning HTML before the JSON (the
@@ -193,24 +193,20 @@ class AnswerReader:
         """Not one of Rukovoditel's own answers. A wrong URL or a refusal by a server in front
         of it is permanent; anything else (a proxy's error page, a PHP crash, a cut-off body)
         is worth a retry."""
+        said = f"{action} got {what} (HTTP {status})"
         if status in _REFUSED_STATUSES:
             return self.error(
                 UpstreamAuthError,
-                f"{what} to {action}: HTTP {status} from a server in front of Rukovoditel; "
-                f"check CRM_API_URL and any password or IP rule of the web server or proxy",
+                f"{said}: a server in front of Rukovoditel refused the request; check "
+                "CRM_API_URL and any password or IP rule of that web server or proxy",
                 status,
                 text,
             )
         if status in _WRONG_URL_STATUSES:
-            return self.error(
-                UpstreamProtocolError,
-                f"{what} to {action} (HTTP {status}); {URL_HINT}",
-                status,
-                text,
-            )
+            return self.error(UpstreamProtocolError, f"{said}; {URL_HINT}", status, text)
         return self.error(
             UpstreamProtocolError,
-            f"{what} to {action} (HTTP {status}); will retry. If it persists, {URL_HINT}",
+            f"{said}; will retry. If it persists, {URL_HINT}",
             status,
             text,
             retryable=True,

@@ -8,7 +8,8 @@ every problem); valid data is written by one step, `write-erp-record`.
 No duplicates: a repeated event id is dropped by Inngest (24 h), and the deal's `externalId`
 (the sender's, else one derived from the event id) identifies its record: with
 ERP_LEAD_ID_FIELD the step looks the record up first (even a retry after a lost insert answer
-updates); without it the state store remembers externalId -> record id, so a resend updates.
+updates); without it the state store remembers the sender's externalId -> record id, so a
+resend updates (derived ids are guarded by their event id only).
 
 `entityId` other than ERP_ENTITY_ID: the name goes to that entity's heading field, `fields`
 must be fields of that entity, an amount must be given in `fields` (ERP_FIELD_MAP's fields
@@ -50,8 +51,9 @@ STEP_ID = "write-erp-record"
 ORIGIN_KEYS = ("externalId", "batchId", "batchIndex")
 
 
-def write_deal(deal_data: dict[str, Any]) -> dict[str, Any]:
-    """Step body: one record per externalId (lookup field or record memory), else insert."""
+def write_deal(deal_data: dict[str, Any], remember: bool = True) -> dict[str, Any]:
+    """Step body: one record per externalId (lookup field, or the record memory when
+    `remember`: the sender gave the externalId), else insert."""
     from prometei.erp.records import RecordIdentity
 
     services = get_services()
@@ -71,7 +73,11 @@ def write_deal(deal_data: dict[str, Any]) -> dict[str, Any]:
         )
     except DealValidationError as exc:
         raise InputError(exc.message) from None
-    identity = RecordIdentity("deal", deal.external_id, lookup) if deal.external_id else None
+    identity = (
+        RecordIdentity("deal", deal.external_id, lookup)
+        if deal.external_id and (lookup is not None or remember)
+        else None
+    )
     result = services.erp_records.write(
         entity_id, values, identity, what=f"deal {deal.deal_name!r}"
     )
@@ -102,12 +108,15 @@ def create_erp_task(ctx: inngest.ContextSync) -> dict[str, Any]:
         raise inngest.NonRetriableError(exc.message) from None
 
     data = deal.to_data()
+    own_id = deal.external_id is not None and not _derived(deal)
     if "externalId" not in data and ctx.event.id:
         # No externalId from the sender: derive one from the event id, so that with
         # ERP_LEAD_ID_FIELD a retry after a lost insert answer updates instead of inserting.
         data["externalId"] = derived_external_id(ctx.event.id, 0)
     with log_context(event_id=ctx.event.id, run_id=ctx.run_id, fn_id=FN_ID):
-        written = run_step(ctx, STEP_ID, write_deal, data)
+        # A derived id is not remembered in the state store: its event id already guards it,
+        # and a key per deal of every batch would only fill the store.
+        written = run_step(ctx, STEP_ID, write_deal, data, own_id)
         ctx.logger.info(
             "deal %r %s as ERP record %s",
             deal.deal_name,
@@ -116,6 +125,13 @@ def create_erp_task(ctx: inngest.ContextSync) -> dict[str, Any]:
         )
     origin: dict[str, Any] = {k: data[k] for k in ORIGIN_KEYS if k in data}
     return {"status": "done", "dealName": deal.deal_name, **written, **origin}
+
+
+def _derived(deal: DealPayload) -> bool:
+    """True for the externalId batch-create-crm-deals gives a deal that had none."""
+    if deal.batch_id is None or deal.batch_index is None:
+        return False
+    return deal.external_id == derived_external_id(deal.batch_id, deal.batch_index)
 
 
 def build(settings: Settings) -> inngest.Function[Any]:
