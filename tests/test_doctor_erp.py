@@ -14,24 +14,10 @@ from click.testing import CliRunner, Result
 from prometei.cli.doctor import doctor
 from tests.conftest import AMO_BASE, ERP_URL, TEST_SECRETS
 from tests.fakes.rukovoditel import FakeField, FakeRukovoditel
+from tests.fixtures.amocrm_api import pipelines_body
 
 ACCOUNT = {"id": 29085955, "subdomain": "example", "name": "Example LLC"}
-PIPELINES = {
-    "_embedded": {
-        "pipelines": [
-            {
-                "id": 7012345,
-                "name": "Продажи",
-                "_embedded": {
-                    "statuses": [
-                        {"id": 142, "name": "Новая"},
-                        {"id": 143, "name": "Закрыто и не реализовано"},
-                    ]
-                },
-            }
-        ]
-    }
-}
+PIPELINES = pipelines_body((142, "Новая"), (143, "Закрыто и не реализовано"))
 
 
 @pytest.fixture
@@ -59,9 +45,7 @@ def row(result: Result, name: str) -> tuple[str, str]:
 def fix(result: Result, name: str) -> str:
     lines = result.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(name + " "))
-    return next(
-        line.strip() for line in lines[start + 1 :] if line.strip().startswith("fix: ")
-    )
+    return next(line.strip() for line in lines[start + 1 :] if line.strip().startswith("fix: "))
 
 
 def test_a_good_setup_with_the_lookup_field_is_ready(fake, set_env) -> None:

@@ -15,6 +15,7 @@ from prometei.config import DEFAULT_FIELD_MAP, LEAD_ATTRIBUTES
 from prometei.erp.mapping import lead_values
 from prometei.erp.values import text_of
 from tests.conftest import AMO_BASE
+from tests.fixtures.amocrm_api import pipelines_body
 
 
 def lead(**fields: Any) -> LeadSnapshot:
@@ -100,22 +101,7 @@ CONTACT = {
         {"field_id": 2, "field_code": "EMAIL", "values": [{"value": "ivan@example.test"}]},
     ],
 }
-PIPELINES = {
-    "_embedded": {
-        "pipelines": [
-            {
-                "id": 7012345,
-                "name": "Продажи",
-                "_embedded": {
-                    "statuses": [
-                        {"id": 142, "name": "Успешно реализовано", "pipeline_id": 7012345},
-                        {"id": 32392156, "name": "Переговоры", "pipeline_id": 7012345},
-                    ]
-                },
-            }
-        ]
-    }
-}
+PIPELINES = pipelines_body((142, "Успешно реализовано"), (32392156, "Переговоры"))
 
 
 def amo_client() -> Any:

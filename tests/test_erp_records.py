@@ -18,7 +18,6 @@ import requests
 import responses
 
 from prometei.config import settings_from_mapping
-from prometei.erp.client import ERPClient
 from prometei.erp.records import RecordIdentity, RecordWriter, WriteResult
 from prometei.erp.schema import EntitySchema, SchemaCache, parse_choices, parse_entity_fields
 from prometei.erp.values import SourceValue
@@ -31,29 +30,20 @@ from prometei.errors import (
 )
 from prometei.store.base import StateStore
 from prometei.store.file import FileStateStore
-from tests.conftest import ERP_URL, TEST_SECRETS
 from tests.fakes.rukovoditel import FakeField, FakeRukovoditel
 from tests.fixtures import rukovoditel as ruko
+from tests.test_erp_client import (
+    ENTITY,
+    ERP_URL,
+    ITEMS,
+    LEAD,
+    LOOKUP,
+    make_client,
+    reply,
+    sent_json,
+)
 
-KEY = TEST_SECRETS["CRM_API_KEY"]
-PASSWORD = TEST_SECRETS["CRM_API_PASSWORD"]
-ENTITY = ruko.ENTITY_ID
-LOOKUP = ruko.LEAD_FIELD_ID
-LEAD = ruko.LEAD_ID
-ITEMS = {"field_1039": "Заказ #1042", "field_1040": "150000"}
 MSK = timezone(timedelta(hours=3))
-
-
-def make_client() -> ERPClient:
-    return ERPClient(ERP_URL, KEY, "api", PASSWORD)
-
-
-def reply(body: str | Exception, status: int = 200) -> None:
-    responses.add(responses.POST, ERP_URL, body=body, status=status, content_type=ruko.HTML)
-
-
-def sent_json(index: int) -> dict[str, Any]:
-    return dict(json.loads(responses.calls[index].request.body or b"{}"))
 
 
 class WarmSchemas(SchemaCache):

@@ -321,6 +321,7 @@ def test_on_vercel_without_kv_or_lookup_field_the_lead_fails_naming_both_fixes(
 
 def test_map_sources_from_the_contact_and_stage_names(app_client, mock, erp, set_env) -> None:
     from tests.fakes.rukovoditel import FakeField
+    from tests.fixtures.amocrm_api import pipelines_body
 
     erp.add_field(70, FakeField(1043, "phone", "Телефон"))
     set_env(
@@ -340,18 +341,7 @@ def test_map_sources_from_the_contact_and_stage_names(app_client, mock, erp, set
         },
     )
     mock.get(
-        f"{AMO_BASE}/api/v4/leads/pipelines",
-        json={
-            "_embedded": {
-                "pipelines": [
-                    {
-                        "id": 7012345,
-                        "name": "Продажи",
-                        "_embedded": {"statuses": [{"id": 142, "name": "Успешно реализовано"}]},
-                    }
-                ]
-            }
-        },
+        f"{AMO_BASE}/api/v4/leads/pipelines", json=pipelines_body((142, "Успешно реализовано"))
     )
     first = run_function(app_client, FN, status_event())
     second = run_function(app_client, FN, make_event("amocrm/lead.sync", {"lead_id": LEAD_ID}))

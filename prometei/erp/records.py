@@ -31,7 +31,13 @@ from typing import Any, Literal
 
 from prometei.erp.client import ERPClient, InsertResult
 from prometei.erp.plan import WritePlan, check_required, plan_items
-from prometei.erp.schema import REFRESH_AFTER_SECONDS, EntitySchema, ErpField, SchemaCache
+from prometei.erp.schema import (
+    REFRESH_AFTER_SECONDS,
+    Choice,
+    EntitySchema,
+    ErpField,
+    SchemaCache,
+)
 from prometei.erp.values import SourceValue
 from prometei.errors import ConfigError, InputError, PrometeiError, UpstreamError, UpstreamRejected
 from prometei.store.base import STATE_KEY_RE, StateStore
@@ -187,7 +193,7 @@ class RecordWriter:
             entity_id=entity_id,
         )
 
-    def _choices(self, schema: EntitySchema | None, target: ErpField) -> Any:
+    def _choices(self, schema: EntitySchema | None, target: ErpField) -> tuple[Choice, ...] | None:
         return None if schema is None else self.schemas.choices(schema, target.id)
 
     # ---- the two ways to find the record ------------------------------------------------

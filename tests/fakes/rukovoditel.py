@@ -81,30 +81,24 @@ def entity(entity_id: int, name: str, first_system_id: int, *fields: FakeField) 
     return FakeEntity(entity_id, name, {f.id: f for f in (*system, *fields)})
 
 
+def deals_entity(entity_id: int, name: str, first_system_id: int, first_id: int) -> FakeEntity:
+    """A top-level entity shaped like the live capture's "Сделки": a heading text field, a
+    numeric amount (number_format 2/./*), a text field for the amoCRM id, a status dropdown."""
+    return entity(
+        entity_id,
+        name,
+        first_system_id,
+        FakeField(first_id, "input", "Название", heading=True),
+        FakeField(first_id + 1, "input_numeric", "Сумма", configuration={"number_format": "2/./*"}),
+        FakeField(first_id + 2, "input", "amoCRM ID"),
+        FakeField(first_id + 3, "dropdown", "Статус", choices=[(68, "Новая"), (69, "В работе")]),  # noqa: RUF001
+    )
+
+
 def default_entities() -> dict[int, FakeEntity]:
     """The project's defaults (entity 70: field_1039 name, field_1040 price, field_1041 a text
-    field for the lead id, field_1042 a dropdown) and the live capture's entity 25."""
-    numeric = {"number_format": "2/./*"}
-    return {
-        70: entity(
-            70,
-            "Заявки",
-            1030,
-            FakeField(1039, "input", "Название", heading=True),
-            FakeField(1040, "input_numeric", "Сумма", configuration=numeric),
-            FakeField(1041, "input", "amoCRM ID"),
-            FakeField(1042, "dropdown", "Статус", choices=[(68, "Новая"), (69, "В работе")]),  # noqa: RUF001
-        ),
-        25: entity(
-            25,
-            "Сделки",
-            208,
-            FakeField(213, "input", "Название", heading=True),
-            FakeField(214, "input_numeric", "Сумма", configuration=numeric),
-            FakeField(215, "input", "amo ID"),
-            FakeField(216, "dropdown", "Статус", choices=[(68, "Новая"), (69, "В работе")]),  # noqa: RUF001
-        ),
-    }
+    field for the lead id, field_1042 a dropdown) and the live capture's entity 25 (213-216)."""
+    return {70: deals_entity(70, "Заявки", 1030, 1039), 25: deals_entity(25, "Сделки", 208, 213)}
 
 
 def _success(data: Any, **extra: Any) -> Reply:
