@@ -14,6 +14,7 @@ batch wrote every deal inside one step, so a failure retried the whole step.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -53,11 +54,18 @@ def one_batch(label: str, fault: str | None = None, *, lookup_field: bool = Fals
     from tests.fakes.rukovoditel import FakeRukovoditel
     from tests.support.executor import make_event, run_function
 
-    env = dict(BASE_ENV, AMOCRM_ACCESS_TOKEN="bench-long-lived-token")
+    state_dir = tempfile.TemporaryDirectory()  # the state store must not land in the repository
+    env = dict(
+        BASE_ENV, AMOCRM_ACCESS_TOKEN="bench-long-lived-token", PROMETEI_STATE_DIR=state_dir.name
+    )
     if lookup_field:
         env["ERP_LEAD_ID_FIELD"] = "1041"
     started = time.perf_counter()
-    with project_env(env), responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+    with (
+        state_dir,
+        project_env(env),
+        responses.RequestsMock(assert_all_requests_are_fired=False) as mock,
+    ):
         erp = FakeRukovoditel(ERP_URL).install(mock)
         bus = EventBus().install(mock)
         failing = _deal_name(FAILING)

@@ -13,6 +13,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from datetime import UTC, timedelta, timezone, tzinfo
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -49,6 +50,15 @@ LEAD_ATTRIBUTES = (
     "closed_at",
     "account_id",
     "main_contact_id",
+    # Read with one extra amoCRM request per lead (contact, company) or from a cache
+    # (pipeline and status names); see prometei.amocrm.models.LEAD_SOURCES.
+    "company_id",
+    "contact_name",
+    "contact_phone",
+    "contact_email",
+    "company_name",
+    "pipeline_name",
+    "status_name",
 )
 _CUSTOM_FIELD_RE = re.compile(r"^cf:(\d+)$")
 # An ERP (Rukovoditel) field key; deals.py checks extra fields with it too.
@@ -78,6 +88,35 @@ def normalize_origin(value: str) -> str:
             "query or credentials)"
         )
     return f"{match['scheme']}://{match['host'].lower()}"
+
+
+_OFFSET_RE = re.compile(r"^(?:UTC)?([+-])(\d{1,2}):?(\d{2})$")
+
+
+def parse_timezone(value: str) -> tzinfo:
+    """`+03:00` / `-05:30` / `UTC` / an IANA name such as `Europe/Moscow` -> tzinfo.
+
+    A fixed offset needs nothing from the system; an IANA name needs the system's time zone
+    database (or the tzdata package)."""
+    text = value.strip()
+    if text.upper() in ("UTC", "Z", "+00:00"):
+        return UTC
+    match = _OFFSET_RE.match(text)
+    if match:
+        sign, hours, minutes = match.groups()
+        delta = timedelta(hours=int(hours), minutes=int(minutes))
+        if delta > timedelta(hours=14):
+            raise ValueError(f"{text!r} is not a UTC offset between -14:00 and +14:00")
+        return timezone(-delta if sign == "-" else delta)
+    try:
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(text)
+    except (ValueError, LookupError, OSError):
+        raise ValueError(
+            f"{text!r} is neither a UTC offset like +03:00 nor a time zone name this system "
+            "knows (e.g. Europe/Moscow)"
+        ) from None
 
 
 def _truthy_dev(value: str | None) -> bool:
@@ -148,6 +187,10 @@ class Settings(BaseModel):
     erp_lead_id_field: int | None = Field(None, alias="ERP_LEAD_ID_FIELD", gt=0)
     # Rukovoditel before 3.6 ignores JSON bodies; "form" sends PHP bracket form fields instead.
     erp_request_format: Literal["json", "form"] = Field("json", alias="ERP_REQUEST_FORMAT")
+    # How long a warm instance keeps an entity's fields and choices (0: ask every time).
+    erp_schema_ttl: Annotated[int, Field(ge=0, le=86400)] = Field(600, alias="ERP_SCHEMA_TTL")
+    # The zone amoCRM timestamps are written in to ERP date fields: an IANA name or +HH:MM.
+    erp_timezone: str = Field("+03:00", alias="ERP_TIMEZONE")
     # How many deal writes may hit the ERP at once (batch fan-out); see README "Throughput".
     erp_concurrency: Annotated[int, Field(ge=1, le=50)] = Field(4, alias="ERP_CONCURRENCY")
 
@@ -240,6 +283,12 @@ class Settings(BaseModel):
                     " or 'cf:<custom field id>'"
                 )
         return value
+
+    @field_validator("erp_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        parse_timezone(value)
+        return value.strip()
 
     @field_validator("crm_api_url", "kv_rest_api_url", "amocrm_redirect_uri", "public_url")
     @classmethod
@@ -348,6 +397,10 @@ class Settings(BaseModel):
     @property
     def uses_long_lived_token(self) -> bool:
         return self.amocrm_access_token is not None
+
+    @property
+    def erp_tzinfo(self) -> tzinfo:
+        return parse_timezone(self.erp_timezone)
 
     @property
     def store_kind(self) -> Literal["kv", "file"]:

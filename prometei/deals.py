@@ -5,7 +5,8 @@ Use this module when something outside amoCRM wants an ERP record:
 - `parse_deal(data)` / `parse_batch(data)` validate the event data of `crm/create-deal`,
   `erp/task.create` and `crm/batch-create-deals` and report *every* problem in readable form
   (`dealName: must be 1-255 characters after trimming`);
-- `deal_items(deal, settings)` turns a valid deal into Rukovoditel `items`;
+- `deal_values(deal, ...)` turns a valid deal into the values of its ERP record (checked
+  against the entity's fields and converted by `prometei.erp.records.RecordWriter`);
 - `deal_event`, `batch_event`, `fanout_events` build the events (with deterministic ids, so a
   repeated send is dropped by Inngest's 24 h event-id dedupe);
 - `send_deals(deals, batch=..., dry_run=...)` is the helper internal systems and the CLI call.
@@ -15,8 +16,8 @@ Payload of one deal (JSON keys):
     {"dealName": "Order #1042",       # required, 1-255 characters after trimming
      "amount": 15000.5,               # optional, number or numeric string, >= 0
      "entityId": 70,                  # optional, positive int, default ERP_ENTITY_ID
-     "fields": {"field_1041": "x"},   # optional extra ERP fields
-     "externalId": "shop-1042"}       # optional; with ERP_LEAD_ID_FIELD a retry updates
+     "fields": {"field_1041": "x"},   # optional extra ERP fields (of that entity)
+     "externalId": "shop-1042"}       # optional; a resend with it updates the record
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from prometei.config import ERP_FIELD_RE
+from prometei.erp.values import SourceValue
 from prometei.errors import ConfigError, InputError, PrometeiError
 
 if TYPE_CHECKING:
@@ -282,7 +284,10 @@ def _public(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def conflicts(deal: DealPayload, settings: Settings, prefix: str = "") -> list[str]:
     """Problems that depend on the configuration: extra fields that would overwrite the
-    name, the amount or the external-id lookup field."""
+    name, the amount or the external-id lookup field of ERP_ENTITY_ID. (Deals for another
+    entity are checked against that entity's fields when they are written.)"""
+    if entity_of(deal, settings) != settings.erp_entity_id:
+        return []
     name_field, price_field = erp_fields(settings)
     reserved = {name_field: "dealName", price_field: "amount"}
     if settings.erp_lead_id_field:
@@ -375,16 +380,33 @@ def erp_fields(settings: Settings) -> tuple[str, str]:
     )
 
 
-def deal_items(deal: DealPayload, settings: Settings) -> dict[str, str]:
-    """Rukovoditel `items` for a deal: name, amount (left out when empty or 0, as the seeds
-    did), then the extra fields. The external-id field is added by `ERPClient.upsert`."""
-    name_field, price_field = erp_fields(settings)
-    items = {name_field: deal.deal_name}
-    if deal.amount is not None and Decimal(deal.amount) != 0:
-        items[price_field] = deal.amount
+def deal_values(
+    deal: DealPayload, *, name_field: str, price_field: str | None, entity_id: int
+) -> list[SourceValue]:
+    """The values of a deal's record: the name, the amount (left out when empty or 0, as the
+    seeds did), then the extra fields. `price_field` None means the entity has no configured
+    amount field (an `entityId` other than ERP_ENTITY_ID): an amount is then refused rather
+    than dropped. The external-id field is added by `RecordWriter`."""
+    values = [
+        SourceValue(name_field, f"dealName -> {name_field}", "text", deal.deal_name),
+    ]
+    amount = Decimal(deal.amount) if deal.amount is not None else None
+    if amount is not None and amount != 0:
+        if price_field is None:
+            raise DealValidationError(
+                [
+                    f"amount: entity {entity_id} is not ERP_ENTITY_ID, so it has no amount "
+                    "field; give the amount in fields as field_<id> of that entity "
+                    f"(`python -m prometei erp fields --entity {entity_id}` lists them)"
+                ]
+            )
+        values.append(SourceValue(price_field, f"amount -> {price_field}", "number", amount))
+    taken = {value.key for value in values}
     for key, value in deal.fields.items():
-        items.setdefault(key, value)
-    return items
+        if key in taken:
+            raise DealValidationError([f"fields.{key}: is set from dealName; remove it"])
+        values.append(SourceValue(key, f"fields.{key}", "any", value, origin="input"))
+    return values
 
 
 def entity_of(deal: DealPayload, settings: Settings) -> int:

@@ -8,6 +8,10 @@ Each check is a plain function returning `Check(name, ok, detail, fix)`, so the 
     kv            Vercel KV answers PING and accepts a write with the configured token
     amocrm        the access token is accepted by the configured account (GET /api/v4/account)
     erp           Rukovoditel accepts the API key, username and password (`login` action)
+    erp entity, erp field map, erp one record
+                  the entity exists; ERP_FIELD_MAP's fields exist, are writable and fit their
+                  sources, required fields are filled; ERP_LEAD_ID_FIELD is a text field, or
+                  where lead -> record ids are remembered (`prometei.erp.checks`)
     inngest       event and signing keys present (cloud mode) and of the right form, and the
                   serve origin syncs register (INNGEST_SERVE_ORIGIN, else Vercel's URL)
     webhook       AMOCRM_WEBHOOK_SECRET is set (and usable in a URL)
@@ -437,6 +441,45 @@ def check_erp(services: Services) -> Check:
     )
 
 
+_LEVEL_CHECKS = {
+    "ok": lambda name, detail, fix: Check(name, True, detail),
+    "warn": lambda name, detail, fix: Check(name, True, detail, fix, warning=True),
+    "fail": lambda name, detail, fix: Check(name, False, detail, fix),
+    "skip": lambda name, detail, fix: _skip(name, detail),
+}
+
+
+def check_erp_schema(services: Services, *, login: Check | None) -> list[Check]:
+    """Would a write work and keep every value? One row each for the entity, the field map
+    and the one-record-per-lead mode; skipped when the login row did not pass."""
+    from prometei.erp.checks import ROWS, diagnose
+
+    if login is None or not login.ok or login.skipped:
+        return [_skip(name, "not run: the ERP login did not pass (see above)") for name in ROWS]
+    settings = services.settings
+    findings = diagnose(
+        settings,
+        services.erp_schemas,
+        lambda: services.state,
+        _stage_names(services) if settings.amocrm_subdomain else None,
+    )
+    return [_LEVEL_CHECKS[f.level](f.name, f.detail, f.fix) for f in findings]
+
+
+def _stage_names(services: Services) -> Callable[[str], list[str]]:
+    """amoCRM's names a dropdown filled by status_name / pipeline_name must offer: the trigger
+    stages when AMOCRM_TRIGGER_STATUSES is set, else every pipeline's."""
+
+    def names(source: str) -> list[str]:
+        pipelines, statuses = services.pipelines.listing()
+        if source == "pipeline_name":
+            return list(pipelines.values())
+        wanted = services.settings.amocrm_trigger_statuses
+        return [name for pair, name in statuses.items() if not wanted or pair in wanted]
+
+    return names
+
+
 # ---- Inngest ----------------------------------------------------------------------------------
 
 
@@ -589,7 +632,7 @@ def check_webhook_secret(settings: Settings) -> Check:
 
 # ---- all of them ------------------------------------------------------------------------------
 
-NETWORK_CHECKS = ("kv", "amocrm", "erp")
+NETWORK_CHECKS = ("kv", "amocrm", "erp", "erp schema")
 
 
 def run_checks(
@@ -615,19 +658,27 @@ def run_checks(
         return results
 
     services = Services(settings)
-    network: list[tuple[str, Callable[[], Check]]] = [
+
+    def erp_login() -> Check | None:
+        return next((check for check in results if check.name == "erp"), None)
+
+    network: list[tuple[str, Callable[[], Check | list[Check]]]] = [
         ("kv", lambda: check_kv(settings)),
         ("amocrm", lambda: check_amocrm(services)),
         ("erp", lambda: check_erp(services)),
+        ("erp schema", lambda: check_erp_schema(services, login=erp_login())),
     ]
     for name, run in network:
         if offline:
             emit(_skip(name, "not run (--offline)"))
             continue
         try:
-            emit(run())
+            produced = run()
         except Exception as exc:  # a bug must not hide the remaining checks
             emit(_fail(name, f"unexpected {type(exc).__name__}", "report this as a bug"))
+            continue
+        for row in produced if isinstance(produced, list) else [produced]:
+            emit(row)
     emit(check_inngest(settings))
     emit(check_webhook_secret(settings))
     return results

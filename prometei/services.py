@@ -15,7 +15,10 @@ from prometei.config import Settings, get_settings, reset_settings
 
 if TYPE_CHECKING:
     from prometei.amocrm.client import AmoCRMClient
+    from prometei.amocrm.enrich import PipelineNames
     from prometei.erp.client import ERPClient
+    from prometei.erp.records import RecordWriter
+    from prometei.erp.schema import SchemaCache
     from prometei.events import EventSender
     from prometei.store.base import StateStore, TokenStore
     from prometei.tokens import ManagedTokenSource
@@ -81,6 +84,32 @@ class Services:
         from prometei.erp.client import ERPClient
 
         return ERPClient.from_settings(self.settings)
+
+    @_built_once
+    def erp_schemas(self) -> SchemaCache:
+        """Entity fields and choices, kept ERP_SCHEMA_TTL seconds on this instance."""
+        from prometei.erp.schema import SchemaCache
+
+        return SchemaCache(self.erp, self.settings.erp_schema_ttl)
+
+    @_built_once
+    def erp_records(self) -> RecordWriter:
+        """Checked, typed writes of one ERP record per lead (or deal externalId)."""
+        from prometei.erp.records import RecordWriter
+
+        return RecordWriter(
+            self.erp,
+            self.erp_schemas,
+            memory=lambda: self.state,
+            tz=self.settings.erp_tzinfo,
+        )
+
+    @_built_once
+    def pipelines(self) -> PipelineNames:
+        """amoCRM pipeline and status names, cached on this instance."""
+        from prometei.amocrm.enrich import PipelineNames
+
+        return PipelineNames(self.amocrm)
 
     @_built_once
     def events(self) -> EventSender:

@@ -69,14 +69,33 @@ def fix_of(result: Result, name: str) -> str:
     raise AssertionError(f"no fix line under {name}")
 
 
+ERP_ANSWERS = {
+    "login": ruko.LOGIN_OK,
+    "get_entity_fields": ruko.ENTITY_FIELDS_70,
+    "get_field_choices": ruko.CHOICES_1042,
+}
+
+
+def answer_erp(mock: responses.RequestsMock, **answers: str) -> None:
+    """Rukovoditel answering each action with a recorded body (`answers` override them)."""
+    bodies = {**ERP_ANSWERS, **answers}
+
+    def answer(request):
+        action = json.loads(request.body)["action"]
+        return 200, {"Content-Type": ruko.HTML}, bodies[action]
+
+    mock.add_callback(responses.POST, ERP_URL, callback=answer)
+
+
 @pytest.fixture
 def kv_env(set_env):
     set_env(KV_REST_API_URL=KV_URL, KV_REST_API_TOKEN=KV_TOKEN)
 
 
 @pytest.fixture
-def healthy(mock, kv_env):
+def healthy(mock, kv_env, set_env):
     """Every outside system answers as it should; tests override one of them."""
+    set_env(ERP_LEAD_ID_FIELD="1041")
     kv_commands: list[list] = []
 
     def kv_answer(request):
@@ -88,7 +107,7 @@ def healthy(mock, kv_env):
 
     mock.add_callback(responses.POST, KV_URL, callback=kv_answer)
     mock.get(f"{AMO_BASE}/api/v4/account", json=ACCOUNT)
-    mock.post(ERP_URL, body=ruko.LOGIN_OK, content_type=ruko.HTML)
+    answer_erp(mock)
     mock.kv_commands = kv_commands
     return mock
 
@@ -101,6 +120,9 @@ def test_everything_passing_exits_0_with_an_ok_row_per_check(healthy):
         "kv": "OK",
         "amocrm": "OK",
         "erp": "OK",
+        "erp entity": "OK",
+        "erp field map": "OK",
+        "erp one record": "OK",
         "inngest": "OK",
         "webhook secret": "OK",
     }
@@ -123,6 +145,9 @@ def test_json_output_lists_every_check(healthy):
         "kv",
         "amocrm",
         "erp",
+        "erp entity",
+        "erp field map",
+        "erp one record",
         "inngest",
         "webhook secret",
     ]
@@ -173,7 +198,7 @@ def test_no_amocrm_token_configuration_fails(healthy, set_env):
 def test_kv_401_fails_with_a_token_fix(mock, kv_env):
     mock.post(KV_URL, status=401, json={"error": "WRONGPASS invalid or missing auth token"})
     mock.get(f"{AMO_BASE}/api/v4/account", json=ACCOUNT)
-    mock.post(ERP_URL, body=ruko.LOGIN_OK, content_type=ruko.HTML)
+    answer_erp(mock)
     result = invoke()
     assert result.exit_code == 1
     assert rows(result)["kv"] == "FAIL"
@@ -189,7 +214,7 @@ def test_kv_read_only_token_fails_on_the_probe_write(mock, kv_env):
 
     mock.add_callback(responses.POST, KV_URL, callback=kv_answer)
     mock.get(f"{AMO_BASE}/api/v4/account", json=ACCOUNT)
-    mock.post(ERP_URL, body=ruko.LOGIN_OK, content_type=ruko.HTML)
+    answer_erp(mock)
     result = invoke()
     assert result.exit_code == 1
     assert "read-write" in fix_of(result, "kv")
@@ -224,7 +249,7 @@ def oauth_env(set_env):
 
 
 def test_oauth_without_stored_tokens_fails_with_the_connect_page(mock, oauth_env):
-    mock.post(ERP_URL, body=ruko.LOGIN_OK, content_type=ruko.HTML)
+    answer_erp(mock)
     result = invoke()
     assert "client-secret-SECRET-8888" not in result.output
     assert result.exit_code == 1
@@ -255,7 +280,7 @@ def test_oauth_with_a_stored_pair_passes(mock, oauth_env, project_env):
         )
     )
     mock.get(f"{AMO_BASE}/api/v4/account", json=ACCOUNT)
-    mock.post(ERP_URL, body=ruko.LOGIN_OK, content_type=ruko.HTML)
+    answer_erp(mock)
     result = invoke()
     assert result.exit_code == 0, result.output
     assert "OAuth accepted by example.amocrm.ru" in flat(result)
@@ -414,9 +439,16 @@ def test_main_registers_every_operator_command_with_examples(monkeypatch, capsys
         main()
     assert exited.value.code == 0
     listed = capsys.readouterr().out
-    for name in ("doctor", "webhook", "replay", "backfill", "tokens"):
+    for name in ("doctor", "webhook", "replay", "backfill", "tokens", "erp"):
         assert f"  {name} " in listed
-    for path in (["doctor"], ["webhook", "send"], ["replay"], ["backfill"], ["tokens", "status"]):
+    for path in (
+        ["doctor"],
+        ["webhook", "send"],
+        ["replay"],
+        ["backfill"],
+        ["tokens", "status"],
+        ["erp", "fields"],
+    ):
         result = CliRunner().invoke(cli, [*path, "--help"])
         assert result.exit_code == 0
         assert "Example" in result.output, path

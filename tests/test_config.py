@@ -34,11 +34,30 @@ def test_defaults_match_the_design_card() -> None:
         ({"CRM_API_URL": "erp.example.com/api/rest.php"}, "CRM_API_URL"),
         ({"ERP_LEAD_ID_FIELD": "field_1041"}, "ERP_LEAD_ID_FIELD"),
         ({"ERP_REQUEST_FORMAT": "xml"}, "ERP_REQUEST_FORMAT"),
+        ({"ERP_SCHEMA_TTL": "-1"}, "ERP_SCHEMA_TTL"),
+        ({"ERP_TIMEZONE": "Mars/Olympus"}, "ERP_TIMEZONE"),
+        ({"ERP_TIMEZONE": "+25:00"}, "ERP_TIMEZONE"),
     ],
 )
 def test_malformed_variable_is_named(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         settings_from_mapping(env)
+
+
+@pytest.mark.parametrize(
+    ("value", "offset_hours"),
+    [("+03:00", 3), ("-0530", -5.5), ("UTC", 0), ("Europe/Moscow", 3)],
+)
+def test_erp_timezone_takes_an_offset_or_a_zone_name(value: str, offset_hours: float) -> None:
+    from datetime import datetime, timedelta
+
+    tz = settings_from_mapping({"ERP_TIMEZONE": value}).erp_tzinfo
+    assert datetime(2026, 11, 30, tzinfo=tz).utcoffset() == timedelta(hours=offset_hours)
+
+
+def test_erp_schema_defaults() -> None:
+    settings = settings_from_mapping({})
+    assert (settings.erp_schema_ttl, settings.erp_timezone) == (600, "+03:00")
 
 
 def test_half_configured_kv_names_both_families() -> None:

@@ -69,7 +69,45 @@ def test_entity_id_extra_fields_and_zero_amount(app_client, erp) -> None:
     assert run.status == "Completed", run.output
     (insert,) = erp.actions("insert")
     assert insert["entity_id"] == 25
-    assert insert["items"] == {"field_1039": "A", "field_216": "68"}  # amount 0 left out
+    # entity 25's heading field takes the name: field_1039 belongs to ERP_ENTITY_ID (70)
+    assert insert["items"] == {"field_213": "A", "field_216": "68"}  # amount 0 left out
+    assert [c["entity_id"] for c in erp.actions("get_entity_fields")] == [25]
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        # field_1039 is ERP_ENTITY_ID's name field; entity 25 has no such field
+        ({"fields": {"field_1039": "x"}}, ["fields.field_1039", "not a field of entity 25"]),
+        ({"amount": 15000}, ["amount: entity 25 is not ERP_ENTITY_ID", "fields"]),
+        ({"fields": {"field_216": "Won"}}, ["fields.field_216", "'Won' is not a choice"]),
+        ({"fields": {"field_213": "x"}}, ["fields.field_213: is set from dealName"]),
+    ],
+    ids=["field_of_another_entity", "amount_without_field", "bad_choice", "name_twice"],
+)
+def test_a_deal_for_another_entity_is_checked_against_that_entity(
+    app_client, erp, data, words
+) -> None:
+    run = run_function(app_client, FN, deal_event({"dealName": "A", "entityId": 25, **data}))
+    assert run.status == "Failed" and run.calls == 1  # permanent: no retry
+    for word in words:
+        assert word in run.output["message"]
+    assert erp.actions("insert") == [] and erp.actions("update") == []
+
+
+def test_a_deal_for_an_entity_that_does_not_exist_fails_naming_it(app_client, erp) -> None:
+    run = run_function(app_client, FN, deal_event({"dealName": "A", "entityId": 9999}))
+    assert run.status == "Failed"
+    assert "Entity #9999 does not exist" in run.output["message"]
+    assert erp.actions("insert") == []
+
+
+def test_a_resent_deal_updates_its_record_without_a_lookup_field(app_client, erp) -> None:
+    # No ERP_LEAD_ID_FIELD: the state store remembers externalId -> record id.
+    first = run_function(app_client, FN, deal_event({"dealName": "A", "externalId": "shop-9"}))
+    again = run_function(app_client, FN, deal_event({"dealName": "A2", "externalId": "shop-9"}))
+    assert (first.output["action"], again.output["action"]) == ("inserted", "updated")
+    assert [row["field_1039"] for row in erp.rows[70]] == ["A2"]
 
 
 def test_invalid_data_fails_at_once_listing_every_problem(app_client, erp) -> None:
@@ -142,7 +180,7 @@ def test_permanent_erp_error_fails_without_retry_or_secrets(app_client, erp, cap
     assert run.status == "Failed"
     assert run.calls == 1
     assert "CRM_API_USERNAME" in run.output["message"]
-    assert len(erp.calls) == 1
+    assert len(erp.actions("insert")) == 1
     assert_no_secrets(run, caplog)
 
 
@@ -226,3 +264,23 @@ def test_mocked_output_carries_batch_origin() -> None:
         "batchId": "B1",
         "batchIndex": 4,
     }
+
+
+def test_only_the_senders_external_ids_are_remembered(app_client, erp, project_env) -> None:
+    from pathlib import Path
+
+    from prometei.deals import derived_external_id
+
+    batch = "01BATCHEVENT"
+    run_function(app_client, FN, deal_event({"dealName": "A"}))  # id derived from the event
+    derived = derived_external_id(batch, 1)
+    run_function(
+        app_client,
+        FN,
+        deal_event({"dealName": "B", "externalId": derived, "batchId": batch, "batchIndex": 1}),
+    )
+    run_function(app_client, FN, deal_event({"dealName": "C", "externalId": "shop-3"}))
+    state = json.loads((Path(project_env["PROMETEI_STATE_DIR"]) / "state.json").read_text())
+    remembered = [key for key in json.dumps(state).split('"') if key.startswith("erp:record")]
+    assert remembered == ["erp:record:70:deal:shop-3"]
+    assert len(erp.rows[70]) == 3

@@ -11,16 +11,19 @@ from prometei.deals import (
     BATCH_EVENT,
     CREATE_DEAL_EVENT,
     TASK_CREATE_EVENT,
+    DealPayload,
     DealValidationError,
     chunk_events,
-    deal_items,
+    deal_values,
     derived_external_id,
+    erp_fields,
     event_size,
     fanout_events,
     parse_batch,
     parse_deal,
     send_deals,
 )
+from prometei.erp.values import text_of
 from prometei.errors import ConfigError, UpstreamUnavailable
 
 EN = "\u2013"  # the en dash used in the messages ("1<EN>255")
@@ -153,6 +156,13 @@ def test_valid_payload_is_trimmed_and_typed() -> None:
 
 
 # ---- ERP items ------------------------------------------------------------------------------
+def deal_items(deal: DealPayload, s: Any) -> dict[str, str]:
+    """What would be written (before the entity's schema converts it)."""
+    name, price = erp_fields(s)
+    values = deal_values(deal, name_field=name, price_field=price, entity_id=s.erp_entity_id)
+    return {v.key: text_of(v.value) for v in values if not v.is_empty()}
+
+
 def test_deal_items_default_fields_and_amount_rules() -> None:
     s = settings()
     assert deal_items(parse_deal({"dealName": "A", "amount": 1500}), s) == {
@@ -173,6 +183,24 @@ def test_deal_items_follow_erp_field_map_and_add_extra_fields() -> None:
         "field_1039": "A",
         "field_1040": "3",
     }
+
+
+def test_amount_for_an_entity_without_an_amount_field_is_refused_not_dropped() -> None:
+    deal = parse_deal({"dealName": "A", "amount": 5, "entityId": 25})
+    with pytest.raises(DealValidationError, match="amount: entity 25 is not ERP_ENTITY_ID"):
+        deal_values(deal, name_field="field_213", price_field=None, entity_id=25)
+    # an amount of 0 is "no amount" and needs no field
+    zero = parse_deal({"dealName": "A", "amount": 0, "entityId": 25})
+    values = deal_values(zero, name_field="field_213", price_field=None, entity_id=25)
+    assert [v.key for v in values] == ["field_213"]
+
+
+def test_extra_fields_of_another_entity_are_not_checked_against_erp_entity_id() -> None:
+    # field_1039 is ERP_ENTITY_ID's name field, but entity 25's fields are its own business;
+    # they are checked against entity 25's schema when the deal is written.
+    s = settings(ERP_LEAD_ID_FIELD="1041")
+    deal = parse_deal({"dealName": "A", "entityId": 25, "fields": {"field_1039": "x"}}, settings=s)
+    assert deal.fields == {"field_1039": "x"}
 
 
 def test_extra_fields_may_not_overwrite_name_amount_or_lookup_field() -> None:

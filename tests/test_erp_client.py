@@ -12,7 +12,7 @@ import requests
 import responses
 
 from prometei.config import settings_from_mapping
-from prometei.erp.client import ERPClient, InsertResult, WriteResult
+from prometei.erp.client import ERPClient, InsertResult
 from prometei.errors import (
     ConfigError,
     UpstreamAuthError,
@@ -55,12 +55,6 @@ def sent_form(index: int) -> dict[str, str]:
     assert request.body is not None
     body = request.body if isinstance(request.body, str) else request.body.decode()
     return dict(parse_qsl(body, keep_blank_values=True, strict_parsing=True))
-
-
-def upsert(client: ERPClient, lookup: int | None = LOOKUP) -> WriteResult:
-    return client.upsert(
-        entity_id=ENTITY, items=dict(ITEMS), lookup_field_id=lookup, lookup_value=LEAD
-    )
 
 
 # ---- construction -------------------------------------------------------------------------
@@ -236,6 +230,36 @@ def test_php_deprecation_notices_before_the_json_are_skipped(
     assert "display_errors" in caplog.text
 
 
+# ---- schema actions ----------------------------------------------------------------------------
+@responses.activate
+def test_entity_fields_sends_the_entity_and_returns_the_map() -> None:
+    reply(ruko.ENTITY_FIELDS_70)
+    fields = make_client().entity_fields(ENTITY)
+    assert sent_json(0)["action"] == "get_entity_fields"
+    assert sent_json(0)["entity_id"] == ENTITY
+    assert fields["1040"]["type"] == "fieldtype_input_numeric"
+
+
+@responses.activate
+def test_field_choices_in_form_mode() -> None:
+    reply(ruko.CHOICES_1042)
+    choices = make_client(request_format="form").field_choices(ENTITY, 1042)
+    form = sent_form(0)
+    assert (form["action"], form["entity_id"], form["field_id"]) == (
+        "get_field_choices",
+        "70",
+        "1042",
+    )
+    assert [c["name"] for c in choices] == ["В работе", "Новая"]  # noqa: RUF001
+
+
+@responses.activate
+def test_field_choices_that_are_not_a_list_are_a_protocol_error() -> None:
+    reply('{"status":"success","data":{"id":"1"}}')
+    with pytest.raises(UpstreamProtocolError, match="not a list of choices"):
+        make_client().field_choices(ENTITY, 1042)
+
+
 # ---- every error shape -------------------------------------------------------------------------
 ERROR_SHAPES = [
     # id, body, HTTP status, error class, retryable, words the message must contain
@@ -267,16 +291,21 @@ ERROR_SHAPES = [
      ["2006 - MySQL server has gone away"]),
     ("fatal_string_error_code", ruko.FATAL_HTTP_RESPONSE_CODE, 200, UpstreamAuthError, False,
      ["CRM_API_USERNAME", "CRM_API_PASSWORD"]),
-    ("fatal_other", ruko.FATAL_OTHER, 200, UpstreamProtocolError, False,
-     ["PHP fatal error", "Allowed memory size"]),
-    ("html_login_page", ruko.LOGIN_PAGE, 200, UpstreamProtocolError, False,
-     ["not Rukovoditel JSON"]),
+    ("36_entity_does_not_exist", ruko.ERROR_ENTITY_DOES_NOT_EXIST, 500, UpstreamRejected, False,
+     ["Entity #9999 does not exist", "ERP_ENTITY_ID"]),
+    # Not one of Rukovoditel's own answers: worth a retry (a proxy, a crash, a cut body).
+    ("fatal_other", ruko.FATAL_OTHER, 200, UpstreamProtocolError, True,
+     ["PHP fatal error", "Allowed memory size", "will retry"]),
+    ("html_login_page", ruko.LOGIN_PAGE, 200, UpstreamProtocolError, True,
+     ["not Rukovoditel JSON", "CRM_API_URL"]),
+    ("html_500_from_the_web_server", ruko.APACHE_500, 500, UpstreamProtocolError, True,
+     ["not Rukovoditel JSON", "HTTP 500", "will retry"]),
     ("html_404", ruko.NGINX_404, 404, UpstreamProtocolError, False, ["HTTP 404", "CRM_API_URL"]),
     ("redirect", "", 301, UpstreamProtocolError, False, ["HTTP 301", "CRM_API_URL"]),
-    ("empty_200", "", 200, UpstreamProtocolError, False, ["empty body"]),
-    ("json_without_status", '{"data":{"id":"1"}}', 200, UpstreamProtocolError, False,
+    ("empty_200", "", 200, UpstreamProtocolError, True, ["empty body"]),
+    ("json_without_status", '{"data":{"id":"1"}}', 200, UpstreamProtocolError, True,
      ["unexpected answer"]),
-    ("json_not_object", "[]", 200, UpstreamProtocolError, False, ["not Rukovoditel JSON"]),
+    ("json_not_object", "[]", 200, UpstreamProtocolError, True, ["not Rukovoditel JSON"]),
     ("502", ruko.NGINX_502, 502, UpstreamUnavailable, True, ["HTTP 502"]),
     ("503", "", 503, UpstreamUnavailable, True, ["HTTP 503"]),
     ("504", ruko.NGINX_502.replace("502 Bad", "504 Gateway"), 504, UpstreamUnavailable, True,
@@ -334,200 +363,6 @@ def test_error_body_excerpt_is_kept_for_logs() -> None:
     assert "field_9999 not exist in entity 70" in caught.value.body_excerpt
 
 
-# ---- upsert ----------------------------------------------------------------------------
-@responses.activate
-def test_upsert_without_lookup_field_is_one_insert() -> None:
-    reply(ruko.INSERT_OK)
-    result = upsert(make_client(), lookup=None)
-    assert result.as_output() == {
-        "action": "inserted",
-        "record_id": "812",
-        "entity_id": ENTITY,
-        "duplicates": [],
-    }
-    assert len(responses.calls) == 1
-    assert sent_json(0)["items"] == ITEMS
-
-
-@responses.activate
-def test_upsert_without_lookup_field_reports_a_unique_clash() -> None:
-    reply(ruko.INSERT_SKIPPED_UNIQUE)
-    with pytest.raises(UpstreamRejected, match="ERP_LEAD_ID_FIELD"):
-        upsert(make_client(), lookup=None)
-
-
-@responses.activate
-def test_upsert_inserts_when_the_lookup_finds_nothing() -> None:
-    reply(ruko.SELECT_EMPTY)
-    reply(ruko.INSERT_OK)
-    result = upsert(make_client())
-    assert (result.action, result.record_id) == ("inserted", "812")
-    lookup = sent_json(0)
-    assert lookup["action"] == "select"
-    assert lookup["filters"] == {"1041": LEAD}
-    assert lookup["select_fields"] == "1041"
-    assert lookup["limit"] == 2
-    assert sent_json(1)["items"] == {**ITEMS, "field_1041": LEAD}
-
-
-@responses.activate
-def test_upsert_updates_the_record_the_lookup_found() -> None:
-    reply(ruko.SELECT_ONE)
-    reply(ruko.UPDATE_OK)
-    result = upsert(make_client())
-    assert (result.action, result.record_id, result.duplicates) == ("updated", "812", [])
-    update = sent_json(1)
-    assert update["action"] == "update"
-    assert update["update_by_field"] == {"id": 812}
-    assert update["data"] == {**ITEMS, "field_1041": LEAD}
-    assert len(responses.calls) == 2
-
-
-@responses.activate
-def test_upsert_with_duplicates_updates_the_lowest_id_and_reports_the_rest(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    reply(ruko.SELECT_TWO)  # ids 915 and 812, in that order
-    reply(ruko.UPDATE_OK)
-    with caplog.at_level(logging.WARNING, logger="prometei.erp"):
-        result = upsert(make_client())
-    assert result.as_output() == {
-        "action": "updated",
-        "record_id": "812",
-        "entity_id": ENTITY,
-        "duplicates": ["915"],
-    }
-    assert sent_json(1)["update_by_field"] == {"id": 812}
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings and "915" in warnings[0].getMessage()
-
-
-@responses.activate
-def test_upsert_refuses_rows_from_an_ignored_filter() -> None:
-    # Rows whose lead id is not ours prove the server dropped the filter: never update them,
-    # and never insert (the real record may exist beyond the two rows returned).
-    reply(ruko.SELECT_FILTER_IGNORED)
-    with pytest.raises(UpstreamRejected, match="ERP_LEAD_ID_FIELD") as caught:
-        upsert(make_client())
-    assert not caught.value.retryable
-    assert len(responses.calls) == 1
-
-
-@responses.activate
-def test_upsert_insert_skipped_as_unique_duplicate_looks_up_again_and_updates() -> None:
-    reply(ruko.SELECT_EMPTY)
-    reply(ruko.INSERT_SKIPPED_UNIQUE)
-    reply(ruko.SELECT_ONE)
-    reply(ruko.UPDATE_OK)
-    result = upsert(make_client())
-    assert (result.action, result.record_id) == ("updated", "812")
-    assert [sent_json(i)["action"] for i in range(4)] == ["select", "insert", "select", "update"]
-
-
-@responses.activate
-def test_upsert_record_deleted_between_lookup_and_update_is_retryable() -> None:
-    reply(ruko.SELECT_ONE)
-    reply(ruko.UPDATE_NOTHING)
-    with pytest.raises(UpstreamError) as caught:
-        upsert(make_client())
-    assert caught.value.retryable
-
-
-class FakeRukovoditel:
-    """Just enough of api/rest.php for retries: select with its filter rules, insert, update.
-
-    `land_then_time_out` makes the next insert store the record and then lose the answer,
-    the way a slow ERP behind a read timeout does."""
-
-    def __init__(self) -> None:
-        self.rows: dict[int, dict[str, str]] = {}
-        self.next_id = 812
-        self.inserts = 0
-        self.land_then_time_out = False
-
-    def __call__(self, request: requests.PreparedRequest) -> Any:
-        payload = json.loads(request.body or b"")
-        assert (payload["key"], payload["password"]) == (KEY, PASSWORD)
-        data = getattr(self, "_" + payload["action"])(payload)
-        if isinstance(data, Exception):
-            return data
-        return 200, {}, json.dumps({"status": "success", "data": data})
-
-    def _select(self, payload: dict[str, Any]) -> list[dict[str, str]]:
-        # Like the server: only bare numeric keys with string values filter anything.
-        filters = {
-            f"field_{k}": v
-            for k, v in payload.get("filters", {}).items()
-            if k.isdigit() and isinstance(v, str)
-        }
-        fields = payload["select_fields"].split(",")
-        found = [
-            {"id": str(rid), **{f: row.get(f"field_{f}", "") for f in fields}}
-            for rid, row in self.rows.items()
-            if all(row.get(k) == v for k, v in filters.items())
-        ]
-        return found[: payload["limit"]]
-
-    def _insert(self, payload: dict[str, Any]) -> dict[str, str] | Exception:
-        self.inserts += 1
-        record_id, self.next_id = self.next_id, self.next_id + 1
-        self.rows[record_id] = dict(payload["items"])
-        if self.land_then_time_out:
-            self.land_then_time_out = False
-            return requests.ReadTimeout("read timed out")
-        return {"id": str(record_id)}
-
-    def _update(self, payload: dict[str, Any]) -> dict[str, str]:
-        record_id = int(payload["update_by_field"]["id"])
-        if record_id not in self.rows:
-            return {"id": ""}
-        self.rows[record_id].update(payload["data"])
-        return {"id": str(record_id)}
-
-
-@responses.activate
-def test_insert_that_landed_but_timed_out_is_updated_on_retry_not_duplicated() -> None:
-    fake = FakeRukovoditel()
-    fake.land_then_time_out = True
-    responses.add_callback(responses.POST, ERP_URL, callback=fake, content_type=ruko.HTML)
-    client = make_client()
-
-    # Attempt 1: lookup finds nothing, the insert lands, its answer is lost to a timeout.
-    with pytest.raises(UpstreamUnavailable) as caught:
-        upsert(client)
-    assert caught.value.retryable
-    assert fake.inserts == 1 and len(fake.rows) == 1
-
-    # Inngest retries the step: the lookup now finds the record and updates it.
-    result = upsert(client)
-
-    assert fake.inserts == 1
-    assert len(fake.rows) == 1
-    assert result.as_output() == {
-        "action": "updated",
-        "record_id": "812",
-        "entity_id": ENTITY,
-        "duplicates": [],
-    }
-    assert [sent_json(i)["action"] for i in range(len(responses.calls))] == [
-        "select",
-        "insert",
-        "select",
-        "update",
-    ]
-
-
-@responses.activate
-def test_upsert_twice_keeps_one_record() -> None:
-    fake = FakeRukovoditel()
-    responses.add_callback(responses.POST, ERP_URL, callback=fake, content_type=ruko.HTML)
-    client = make_client()
-    first, second = upsert(client), upsert(client)
-    assert (first.action, second.action) == ("inserted", "updated")
-    assert first.record_id == second.record_id
-    assert fake.inserts == 1
-
-
 # ---- secrets -----------------------------------------------------------------------------------
 ECHOING_DB_ERROR = ruko.APP_DB_ERROR_GONE_AWAY.replace(
     "/api/rest.php", f"/api/rest.php?key={KEY}&amp;password={PASSWORD}"
@@ -557,7 +392,7 @@ def test_no_secret_in_errors_logs_or_outputs(caplog: pytest.LogCaptureFixture) -
         responses.reset()
         reply(ruko.SELECT_TWO)
         reply(ruko.UPDATE_OK)
-        seen.append(json.dumps(upsert(client).as_output()))
+        seen.append(json.dumps(client.select(ENTITY, filters={}, select_fields=[LOOKUP], limit=2)))
         responses.reset()
         reply(ruko.LOGIN_OK)
         seen.append(json.dumps(client.login()))

@@ -143,9 +143,9 @@ HTML = {"Content-Type": "text/html; charset=UTF-8"}
             (200, HTML, "<app_db_error>1054 - Unknown column 'abc' in 'WHERE'</app_db_error>"),
             "1054",
         ),
-        ((200, HTML, "<html>Gateway says hi</html>"), "erp"),
+        ((404, HTML, "<html>Not Found</html>"), "CRM_API_URL"),
     ],
-    ids=["200-status-error", "500-json", "500-empty", "app-db-error", "not-json"],
+    ids=["200-status-error", "500-json", "500-empty", "app-db-error", "wrong-url"],
 )
 def test_each_erp_error_shape_fails_the_run_with_a_clear_message(
     app_client, mock, erp, reply, expected_words, caplog
@@ -160,6 +160,19 @@ def test_each_erp_error_shape_fails_the_run_with_a_clear_message(
     assert expected_words.lower() in run.output["message"].lower()
     assert erp.rows.get(70, []) == []
     assert_no_secrets(run, caplog)
+
+
+def test_an_answer_that_is_not_rukovoditel_is_retried(app_client, mock, erp) -> None:
+    # The web server's own error page (PHP-FPM restarting): not a verdict of Rukovoditel.
+    mock.get(lead_url(), json=amo_lead())
+    erp.fail_next("insert", (500, HTML, "<html><h1>500 Internal Server Error</h1></html>"))
+    erp.fail_next("insert", (200, HTML, "<html>Gateway says hi</html>"))
+
+    run = run_function(app_client, FN, status_event())
+
+    assert run.status == "Completed", run.output
+    assert [op["op"] for op in run.step_outputs].count("StepError") == 2
+    assert len(erp.rows[70]) == 1
 
 
 def test_erp_503_is_retried_and_then_succeeds(app_client, mock, erp) -> None:
@@ -185,7 +198,11 @@ def test_missing_lead_ends_as_skipped(app_client, mock, erp, status) -> None:
 def test_deleted_lead_ends_as_skipped(app_client, mock, erp) -> None:
     mock.get(lead_url(), json=amo_lead(is_deleted=True))
     run = run_function(app_client, FN, status_event())
-    assert run.output == {"status": "skipped", "reason": "lead is deleted in amoCRM", "lead_id": LEAD_ID}
+    assert run.output == {
+        "status": "skipped",
+        "reason": "lead is deleted in amoCRM",
+        "lead_id": LEAD_ID,
+    }
     assert erp.calls == []
 
 
@@ -246,3 +263,111 @@ def test_sync_config_limits_per_lead_concurrency_and_amocrm_rate(app_client) -> 
     assert config.throttle.limit <= 6
     assert config.throttle.period == timedelta(seconds=1)
     assert config.steps["step"].retries.attempts == 5
+
+
+def test_throttle_follows_the_amocrm_requests_the_map_needs(set_env) -> None:
+    from prometei.config import get_settings
+    from prometei.functions import lead_sync
+
+    set_env(
+        ERP_FIELD_MAP='{"field_1039": "name", "field_1043": "contact_phone", '
+        '"field_1044": "company_name", "field_1042": "status_name"}'
+    )
+    config = lead_sync.build(get_settings()).get_config("https://app.example.test/api/inngest")
+    # lead + contact + company = 3 requests per run (names are cached): 5 // 3 runs/s
+    assert config.main.throttle.limit == 1
+
+
+# ---- one record per lead, checked writes (issue: schema-aware ERP writes) -------------------
+def test_resyncs_without_lookup_field_keep_one_record(app_client, mock, erp) -> None:
+    # No ERP_LEAD_ID_FIELD: the state store (state.json here) remembers lead -> record id.
+    mock.get(lead_url(), json=amo_lead())
+    runs = [
+        run_function(app_client, FN, status_event()),
+        run_function(app_client, FN, make_event("amocrm/lead.sync", {"lead_id": LEAD_ID})),
+        run_function(app_client, FN, make_event("amocrm/lead.sync", {"lead_id": LEAD_ID})),
+    ]
+    assert [r.output["action"] for r in runs] == ["inserted", "updated", "updated"]
+    assert len(erp.rows[70]) == 1
+    assert {r.output["record_id"] for r in runs} == {erp.rows[70][0]["id"]}
+
+
+def test_a_wrong_map_never_reports_synced_for_an_existing_record(
+    app_client, mock, erp, set_env
+) -> None:
+    set_env(ERP_LEAD_ID_FIELD="1041")
+    mock.get(lead_url(), json=amo_lead())
+    assert run_function(app_client, FN, status_event()).output["action"] == "inserted"
+
+    set_env(ERP_FIELD_MAP='{"field_1039": "name", "field_9999": "price"}', ERP_LEAD_ID_FIELD="1041")
+    run = run_function(app_client, FN, make_event("amocrm/lead.sync", {"lead_id": LEAD_ID}))
+
+    assert run.status == "Failed" and run.calls == 2  # permanent: no retry
+    assert "field_9999 is not a field of entity 70" in run.output["message"]
+    assert "ERP_FIELD_MAP" in run.output["message"]
+    assert erp.actions("update") == []
+
+
+def test_on_vercel_without_kv_or_lookup_field_the_lead_fails_naming_both_fixes(
+    app_client, mock, erp, set_env
+) -> None:
+    set_env(VERCEL="1")
+    mock.get(lead_url(), json=amo_lead())
+    run = run_function(app_client, FN, status_event())
+    assert run.status == "Failed"
+    assert "ERP_LEAD_ID_FIELD" in run.output["message"] and "KV" in run.output["message"]
+    assert erp.actions("insert") == []
+
+
+def test_map_sources_from_the_contact_and_stage_names(app_client, mock, erp, set_env) -> None:
+    from tests.fakes.rukovoditel import FakeField
+    from tests.fixtures.amocrm_api import pipelines_body
+
+    erp.add_field(70, FakeField(1043, "phone", "Телефон"))
+    set_env(
+        ERP_FIELD_MAP='{"field_1039": "contact_name", "field_1043": "contact_phone", '
+        '"field_1042": "status_name"}'
+    )
+    erp.entities[70].fields[1042].choices.append((70, "Успешно реализовано"))
+    mock.get(lead_url(), json=amo_lead())
+    mock.get(
+        f"{AMO_BASE}/api/v4/contacts/5551",
+        json={
+            "id": 5551,
+            "name": "Иван Петров",
+            "custom_fields_values": [
+                {"field_code": "PHONE", "values": [{"value": "+7 900 000-00-01"}]}
+            ],
+        },
+    )
+    mock.get(
+        f"{AMO_BASE}/api/v4/leads/pipelines", json=pipelines_body((142, "Успешно реализовано"))
+    )
+    first = run_function(app_client, FN, status_event())
+    second = run_function(app_client, FN, make_event("amocrm/lead.sync", {"lead_id": LEAD_ID}))
+
+    assert (first.output["status"], second.output["status"]) == ("synced", "synced")
+    row = erp.rows[70][0]
+    assert (row["field_1039"], row["field_1043"], row["field_1042"]) == (
+        "Иван Петров",
+        "+7 900 000-00-01",
+        "70",  # the stage name, translated to its choice id
+    )
+    paths = [c.request.url.split("?")[0].removeprefix(AMO_BASE) for c in mock.calls]
+    amo = [p for p in paths if p.startswith("/api/v4/")]
+    # per lead: the lead + its main contact; the pipelines once for both runs
+    assert amo.count(f"/api/v4/leads/{LEAD_ID}") == 2
+    assert amo.count("/api/v4/contacts/5551") == 2
+    assert amo.count("/api/v4/leads/pipelines") == 1
+
+
+def test_a_huge_price_keeps_every_digit_and_a_long_name_reports_its_cut(
+    app_client, mock, erp
+) -> None:
+    mock.get(lead_url(), json=amo_lead(price=2**60 + 1, name="Ж" * 300))
+    run = run_function(app_client, FN, status_event())
+    assert run.status == "Completed", run.output
+    (insert,) = erp.actions("insert")
+    assert insert["items"]["field_1040"] == "1152921504606846977"
+    assert insert["items"]["field_1039"] == "Ж" * 255
+    assert run.output["warnings"] == ["field_1039: text cut from 300 to 255 characters"]

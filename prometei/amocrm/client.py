@@ -1,4 +1,5 @@
-"""amoCRM API v4 client: leads (one, or a filtered page) and the account.
+"""amoCRM API v4 client: leads (one, or a filtered page), a contact, a company, the lead
+pipelines and the account.
 
 Every request goes through `_get`, which adds the bearer token, waits for the rate limiter and
 maps amoCRM's answers onto our error tree (reference: amocrm.md §3.4, §4.3):
@@ -139,6 +140,23 @@ class AmoCRMClient:
         links = payload.get("_links")
         has_next = isinstance(links, dict) and bool(links.get("next"))
         return LeadPage(leads=leads, next_page=page + 1 if has_next and leads else None)
+
+    def get_contact(self, contact_id: int) -> dict[str, Any] | None:
+        """`GET /api/v4/contacts/{id}`: the contact's JSON, or None when it is gone."""
+        return self._get(f"/api/v4/contacts/{int(contact_id)}", {})
+
+    def get_company(self, company_id: int) -> dict[str, Any] | None:
+        """`GET /api/v4/companies/{id}`: the company's JSON, or None when it is gone."""
+        return self._get(f"/api/v4/companies/{int(company_id)}", {})
+
+    def pipelines(self) -> list[dict[str, Any]]:
+        """`GET /api/v4/leads/pipelines`: every lead pipeline with its statuses embedded."""
+        payload = self._get("/api/v4/leads/pipelines", {})
+        embedded = payload.get("_embedded") if payload else None
+        items = embedded.get("pipelines") if isinstance(embedded, dict) else None
+        if not isinstance(items, list):
+            raise _protocol_error("the pipelines list has no _embedded.pipelines array")
+        return [item for item in items if isinstance(item, dict)]
 
     def account(self) -> dict[str, Any]:
         """`GET /api/v4/account`: id, subdomain and name of the account the token belongs to."""

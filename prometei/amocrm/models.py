@@ -6,9 +6,75 @@ stores it), so it holds business data only: never a token, never a credential.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+# What kind of value a source gives, so the ERP side can check it against a field's type.
+SourceKind = Literal["text", "number", "id", "timestamp", "any"]
+# Where a source's value comes from: the lead itself, or one extra read per lead.
+SourceOrigin = Literal["lead", "contact", "company", "pipelines"]
+
+
+@dataclass(frozen=True)
+class LeadSource:
+    kind: SourceKind
+    origin: SourceOrigin = "lead"
+
+
+# Every name ERP_FIELD_MAP may use on its right-hand side (custom fields are `cf:<id>`, kind
+# "any"). `contact_*` read the lead's main contact (one extra amoCRM request per lead),
+# `company_name` its company (one more), `pipeline_name`/`status_name` the account's pipelines
+# (cached; no request in the steady state).
+LEAD_SOURCES: dict[str, LeadSource] = {
+    "id": LeadSource("id"),
+    "name": LeadSource("text"),
+    "price": LeadSource("number"),
+    "status_id": LeadSource("id"),
+    "pipeline_id": LeadSource("id"),
+    "responsible_user_id": LeadSource("id"),
+    "created_by": LeadSource("id"),
+    "updated_by": LeadSource("id"),
+    "created_at": LeadSource("timestamp"),
+    "updated_at": LeadSource("timestamp"),
+    "closed_at": LeadSource("timestamp"),
+    "account_id": LeadSource("id"),
+    "main_contact_id": LeadSource("id"),
+    "company_id": LeadSource("id"),
+    "contact_name": LeadSource("text", "contact"),
+    "contact_phone": LeadSource("text", "contact"),
+    "contact_email": LeadSource("text", "contact"),
+    "company_name": LeadSource("text", "company"),
+    "pipeline_name": LeadSource("text", "pipelines"),
+    "status_name": LeadSource("text", "pipelines"),
+}
+CUSTOM_SOURCE = LeadSource("any")
+
+
+def source_of(name: str) -> LeadSource | None:
+    """The catalogue entry for an ERP_FIELD_MAP value (`name`, `cf:66339`...), or None."""
+    if name.startswith("cf:") and name[3:].isdigit():
+        return CUSTOM_SOURCE
+    return LEAD_SOURCES.get(name)
+
+
+def origins_needed(field_map: dict[str, str]) -> set[SourceOrigin]:
+    """The extra reads a field map asks for (`contact`, `company`, `pipelines`)."""
+    return {s.origin for s in map(source_of, field_map.values()) if s and s.origin != "lead"}
+
+
+def _decimal_or_none(value: Any) -> Decimal | None:
+    """amoCRM's price as an exact decimal. JSON integers arrive as Python ints (exact at any
+    size); a float is taken by its shortest repr, never through binary arithmetic."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() else None
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -24,7 +90,8 @@ def _int_or_none(value: Any) -> int | None:
 class LeadSnapshot(BaseModel):
     id: int
     name: str = ""
-    price: float | None = None
+    # Decimal, never float: a float loses digits past 2**53 and prints 1e300 as 301 digits.
+    price: Decimal | None = None
     status_id: int | None = None
     pipeline_id: int | None = None
     responsible_user_id: int | None = None
@@ -37,6 +104,14 @@ class LeadSnapshot(BaseModel):
     is_deleted: bool = False
     main_contact_id: int | None = None
     contact_ids: list[int] = Field(default_factory=list)
+    company_id: int | None = None
+    # Filled by `prometei.amocrm.enrich` only when ERP_FIELD_MAP asks for them.
+    contact_name: str | None = None
+    contact_phone: str | None = None
+    contact_email: str | None = None
+    company_name: str | None = None
+    pipeline_name: str | None = None
+    status_name: str | None = None
     # custom field id (as a string: JSON object keys are strings) -> its values as text
     custom_fields: dict[str, list[str]] = Field(default_factory=dict)
 
@@ -61,13 +136,14 @@ class LeadSnapshot(BaseModel):
             (c["id"] for c in contacts if isinstance(c, dict) and c.get("is_main")),
             contact_ids[0] if contact_ids else None,
         )
-        price = payload.get("price")
+        companies = ((payload.get("_embedded") or {}).get("companies")) or []
+        company_id = next(
+            (_int_or_none(c.get("id")) for c in companies if isinstance(c, dict)), None
+        )
         return cls(
             id=int(payload["id"]),
             name=str(payload.get("name") or ""),
-            price=float(price)
-            if isinstance(price, int | float) and not isinstance(price, bool)
-            else None,
+            price=_decimal_or_none(payload.get("price")),
             status_id=_int_or_none(payload.get("status_id")),
             pipeline_id=_int_or_none(payload.get("pipeline_id")),
             responsible_user_id=_int_or_none(payload.get("responsible_user_id")),
@@ -80,20 +156,20 @@ class LeadSnapshot(BaseModel):
             is_deleted=bool(payload.get("is_deleted", False)),
             main_contact_id=main,
             contact_ids=contact_ids,
+            company_id=company_id,
             custom_fields=custom,
         )
 
-    def attribute(self, name: str) -> str | None:
-        """The text value ERP_FIELD_MAP asks for (`name`, `price`, `cf:123`...), or None."""
+    def value(self, name: str) -> str | Decimal | int | None:
+        """The value ERP_FIELD_MAP asks for (`name`, `price`, `cf:123`...), typed, or None.
+        A custom field with several values gives them joined by ", "."""
         if name.startswith("cf:"):
             values = self.custom_fields.get(name[3:])
             return ", ".join(values) if values else None
-        value = getattr(self, name, None)
-        if value is None:
+        if name not in LEAD_SOURCES:
             return None
-        if isinstance(value, float):
-            return str(int(value)) if value.is_integer() else repr(value)
-        return str(value)
+        value = getattr(self, name, None)
+        return value if isinstance(value, str | Decimal | int) else None
 
     def matches(self, trigger_statuses: tuple[tuple[int, int], ...]) -> bool:
         """True when the lead sits in one of the configured stages (empty list = any stage)."""

@@ -31,9 +31,10 @@ def main() -> None:
 
     cli.add_command(serve.serve)
     cli.add_command(deals.deals)
-    from prometei.cli import doctor, leads, tokens, webhook_send
+    from prometei.cli import doctor, erp, leads, tokens, webhook_send
 
     cli.add_command(doctor.doctor)
+    cli.add_command(erp.erp)
     cli.add_command(webhook_send.webhook)
     cli.add_command(leads.replay)
     cli.add_command(leads.backfill)

@@ -1,33 +1,34 @@
-"""amoCRM lead -> Rukovoditel `items` (ERP_FIELD_MAP: ERP field -> lead attribute).
+"""amoCRM lead -> the values ERP_FIELD_MAP asks for (ERP field -> lead source).
 
-Rules, kept from the TypeScript project where it had one:
-- every value is a string (Rukovoditel compares and stores text; ids come back as strings too);
-- an attribute the lead does not have (None) is left out, so an update never blanks a field;
+Each map entry becomes a `SourceValue`: the ERP key, the lead's value with its kind (text,
+number, id, timestamp; `cf:<id>` custom fields are "any"), and a label for messages.
+`prometei.erp.records.RecordWriter` checks them against the entity and converts them.
+
+Rules kept from the TypeScript project where it had one:
+- an attribute the lead does not have (None, "") is left out, so an update never blanks a field;
 - `price` is left out when it is empty or 0 (the seeds did the same: a lead without a budget
-  must not overwrite an amount someone typed in the ERP);
-- values are cut to 255 characters: input fields are VARCHAR(255), and a longer value is
-  either cut by MySQL anyway or, in strict SQL mode, rejects the whole write.
+  must not overwrite an amount someone typed in the ERP).
 """
 
 from __future__ import annotations
 
-from prometei.amocrm.models import LeadSnapshot
+from prometei.amocrm.models import LeadSnapshot, source_of
+from prometei.erp.values import SourceValue
 
-INPUT_MAX_LENGTH = 255
 
-
-def lead_to_items(lead: LeadSnapshot, field_map: dict[str, str]) -> dict[str, str]:
-    items: dict[str, str] = {}
+def lead_values(lead: LeadSnapshot, field_map: dict[str, str]) -> list[SourceValue]:
+    values = []
     for erp_field, attribute in field_map.items():
-        value = lead.attribute(attribute)
-        if value is None or (attribute == "price" and _is_zero_or_empty(value)):
+        source = source_of(attribute)
+        if source is None:  # config.py refuses unknown names; keep the type checker honest
             continue
-        items[erp_field] = value[:INPUT_MAX_LENGTH]
-    return items
-
-
-def _is_zero_or_empty(value: str) -> bool:
-    try:
-        return float(value.strip() or 0) == 0
-    except ValueError:
-        return False
+        values.append(
+            SourceValue(
+                key=erp_field,
+                label=f"ERP_FIELD_MAP {erp_field} <- {attribute}",
+                kind=source.kind,
+                value=lead.value(attribute),
+                skip_zero=attribute == "price",
+            )
+        )
+    return values

@@ -14,13 +14,12 @@ from prometei.config import Settings
 
 
 def all_functions(settings: Settings) -> list[inngest.Function[Any]]:
-    from prometei.functions import batch_deals, create_deal
+    from prometei.functions import batch_deals, create_deal, lead_sync
     from prometei.functions.keepalive import amocrm_token_keepalive
-    from prometei.functions.lead_sync import amocrm_webhook_handler
     from prometei.functions.legacy_webhook import amocrm_legacy_webhook
 
     return [
-        amocrm_webhook_handler,
+        lead_sync.build(settings),
         amocrm_token_keepalive,
         create_deal.build(settings),
         batch_deals.build(settings),

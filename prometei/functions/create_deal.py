@@ -5,9 +5,15 @@ other internal systems, by `python -m prometei deals send`, and by `batch-create
 (one event per deal of a batch). Invalid data fails the run at once (NonRetriableError naming
 every problem); valid data is written by one step, `write-erp-record`.
 
-No duplicates: a repeated event id is dropped by Inngest (24 h); a retried step after an
-insert whose answer was lost would insert again, unless the deal has an `externalId` and
-ERP_LEAD_ID_FIELD is set: then the step looks the record up first and updates it.
+No duplicates: a repeated event id is dropped by Inngest (24 h), and the deal's `externalId`
+(the sender's, else one derived from the event id) identifies its record: with
+ERP_LEAD_ID_FIELD the step looks the record up first (even a retry after a lost insert answer
+updates); without it the state store remembers the sender's externalId -> record id, so a
+resend updates (derived ids are guarded by their event id only).
+
+`entityId` other than ERP_ENTITY_ID: the name goes to that entity's heading field, `fields`
+must be fields of that entity, an amount must be given in `fields` (ERP_FIELD_MAP's fields
+belong to ERP_ENTITY_ID), and ERP_LEAD_ID_FIELD does not apply (the record memory does).
 
 Throughput: at most ERP_CONCURRENCY (default 4) runs write at once, function-wide, so a
 1000-deal batch queues in Inngest instead of flooding Rukovoditel. Rukovoditel is one PHP/MySQL
@@ -27,11 +33,13 @@ from prometei.deals import (
     TASK_CREATE_EVENT,
     DealPayload,
     DealValidationError,
-    deal_items,
+    deal_values,
     derived_external_id,
     entity_of,
+    erp_fields,
     parse_deal,
 )
+from prometei.errors import InputError
 from prometei.functions.boundary import run_step
 from prometei.functions.client import definitions
 from prometei.logs import log_context
@@ -43,19 +51,52 @@ STEP_ID = "write-erp-record"
 ORIGIN_KEYS = ("externalId", "batchId", "batchIndex")
 
 
-def write_deal(deal_data: dict[str, Any]) -> dict[str, Any]:
-    """Step body: upsert by externalId when ERP_LEAD_ID_FIELD is set, else insert."""
+def write_deal(deal_data: dict[str, Any], remember: bool = True) -> dict[str, Any]:
+    """Step body: one record per externalId (lookup field, or the record memory when
+    `remember`: the sender gave the externalId), else insert."""
+    from prometei.erp.records import RecordIdentity
+
     services = get_services()
     settings = services.settings
     deal = DealPayload.model_validate(deal_data)
-    lookup = settings.erp_lead_id_field if deal.external_id else None
-    result = services.erp.upsert(
-        entity_id=entity_of(deal, settings),
-        items=deal_items(deal, settings),
-        lookup_field_id=lookup,
-        lookup_value=deal.external_id if lookup else None,
+    entity_id = entity_of(deal, settings)
+    if entity_id == settings.erp_entity_id:
+        name_field, price_field = erp_fields(settings)
+        lookup = settings.erp_lead_id_field
+    else:
+        # ERP_FIELD_MAP and ERP_LEAD_ID_FIELD are ids of ERP_ENTITY_ID's fields; field ids
+        # mean nothing in another entity (rukovoditel-live.md T12).
+        name_field, price_field, lookup = heading_of(entity_id), None, None
+    try:
+        values = deal_values(
+            deal, name_field=name_field, price_field=price_field, entity_id=entity_id
+        )
+    except DealValidationError as exc:
+        raise InputError(exc.message) from None
+    identity = (
+        RecordIdentity("deal", deal.external_id, lookup)
+        if deal.external_id and (lookup is not None or remember)
+        else None
+    )
+    result = services.erp_records.write(
+        entity_id, values, identity, what=f"deal {deal.deal_name!r}"
     )
     return result.as_output()
+
+
+def heading_of(entity_id: int) -> str:
+    """The write key of an entity's heading field (where a deal's name goes)."""
+    schema = get_services().erp_schemas.get(entity_id)
+    heading = schema.heading() if schema is not None else None
+    if heading is None:
+        fix = (
+            "the ERP cannot describe its entities (Rukovoditel Extension before 3.4); send "
+            "the deal without entityId (it then goes to ERP_ENTITY_ID)"
+            if schema is None
+            else "the entity has no heading field; mark one in Rukovoditel's field settings"
+        )
+        raise InputError(f"entityId {entity_id}: cannot tell which field takes dealName: {fix}")
+    return heading.key
 
 
 def create_erp_task(ctx: inngest.ContextSync) -> dict[str, Any]:
@@ -67,12 +108,15 @@ def create_erp_task(ctx: inngest.ContextSync) -> dict[str, Any]:
         raise inngest.NonRetriableError(exc.message) from None
 
     data = deal.to_data()
+    own_id = deal.external_id is not None and not _derived(deal)
     if "externalId" not in data and ctx.event.id:
         # No externalId from the sender: derive one from the event id, so that with
         # ERP_LEAD_ID_FIELD a retry after a lost insert answer updates instead of inserting.
         data["externalId"] = derived_external_id(ctx.event.id, 0)
     with log_context(event_id=ctx.event.id, run_id=ctx.run_id, fn_id=FN_ID):
-        written = run_step(ctx, STEP_ID, write_deal, data)
+        # A derived id is not remembered in the state store: its event id already guards it,
+        # and a key per deal of every batch would only fill the store.
+        written = run_step(ctx, STEP_ID, write_deal, data, own_id)
         ctx.logger.info(
             "deal %r %s as ERP record %s",
             deal.deal_name,
@@ -81,6 +125,13 @@ def create_erp_task(ctx: inngest.ContextSync) -> dict[str, Any]:
         )
     origin: dict[str, Any] = {k: data[k] for k in ORIGIN_KEYS if k in data}
     return {"status": "done", "dealName": deal.deal_name, **written, **origin}
+
+
+def _derived(deal: DealPayload) -> bool:
+    """True for the externalId batch-create-crm-deals gives a deal that had none."""
+    if deal.batch_id is None or deal.batch_index is None:
+        return False
+    return deal.external_id == derived_external_id(deal.batch_id, deal.batch_index)
 
 
 def build(settings: Settings) -> inngest.Function[Any]:

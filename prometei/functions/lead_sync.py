@@ -3,10 +3,15 @@
 Triggered by `amocrm/lead.status` (the intake, one event per lead item) and `amocrm/lead.sync`
 (replays and backfills). Two steps, each memoised by Inngest so a retry resumes where it failed:
 `fetch-lead-data` reads the lead fresh from amoCRM (the webhook is only a notification), and
-`create-erp-task` upserts the ERP record. Duplicates are kept out by the event id (intake),
-concurrency 1 per lead, and the ERP lookup by lead id when ERP_LEAD_ID_FIELD is set.
+`create-erp-task` writes the ERP record. Duplicates are kept out by the event id (intake),
+concurrency 1 per lead, and either the ERP lookup by lead id (ERP_LEAD_ID_FIELD) or the
+lead -> record id memory in the state store (`prometei.erp.records`).
 Runs the TypeScript version started under this id (event `amocrm/webhook`) are finished by
 `prometei.functions.legacy_webhook.finish_old_layout_run`.
+
+`fetch-lead-data` reads only what ERP_FIELD_MAP needs: the lead, plus the main contact and the
+company when the map names `contact_*` / `company_name` (one request each), and stage names
+from a cached copy of the pipelines.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from typing import Any
 import inngest
 
 from prometei.amocrm.legacy import LEGACY_EVENT
-from prometei.amocrm.models import LeadSnapshot
-from prometei.erp.mapping import lead_to_items
+from prometei.amocrm.models import LeadSnapshot, origins_needed
+from prometei.config import Settings
 from prometei.errors import InputError
 from prometei.events import SYNC_EVENT
 from prometei.functions.boundary import run_step, skipped
@@ -46,39 +51,47 @@ def _lead_id(data: Mapping[str, Any]) -> int:
 
 
 def fetch_lead(lead_id: int) -> dict[str, Any] | None:
-    lead = get_services().amocrm.get_lead(lead_id)
-    return lead.model_dump(mode="json") if lead is not None else None
+    from prometei.amocrm.enrich import enrich
+
+    services = get_services()
+    lead = services.amocrm.get_lead(lead_id)
+    if lead is None:
+        return None
+    needs = origins_needed(services.settings.erp_field_map)
+    if needs and not lead.is_deleted:
+        names = services.pipelines if "pipelines" in needs else None
+        lead = enrich(lead, needs, services.amocrm, names)
+    return lead.model_dump(mode="json")
 
 
 def write_erp_record(lead_data: dict[str, Any]) -> dict[str, Any]:
+    from prometei.erp.mapping import lead_values
+    from prometei.erp.records import RecordIdentity
+
     services = get_services()
     settings = services.settings
     lead = LeadSnapshot.model_validate(lead_data)
-    items = lead_to_items(lead, settings.erp_field_map)
-    result = services.erp.upsert(
-        entity_id=settings.erp_entity_id,
-        items=items,
-        lookup_field_id=settings.erp_lead_id_field,
-        lookup_value=str(lead.id),
+    result = services.erp_records.write(
+        settings.erp_entity_id,
+        lead_values(lead, settings.erp_field_map),
+        RecordIdentity("lead", str(lead.id), settings.erp_lead_id_field),
+        what=f"lead {lead.id}",
     )
     return result.as_output()
 
 
-@definitions.create_function(
-    fn_id=FN_ID,
-    name="amoCRM lead -> ERP record",
-    trigger=[
-        inngest.TriggerEvent(event=STATUS_EVENT),
-        inngest.TriggerEvent(event=SYNC_EVENT),
-    ],
-    # One run per lead at a time: the ERP lookup-then-write is not transactional.
-    concurrency=[inngest.Concurrency(limit=1, key="event.data.lead_id")],
-    # Each run makes one amoCRM request; amoCRM allows 7/s per integration across all our
-    # instances (more gets 429s, then a 403 block of the account), so start at most 5 runs/s.
-    throttle=inngest.Throttle(limit=5, period=timedelta(seconds=1), burst=2),
-    retries=5,
-)
+def runs_per_second(settings: Settings) -> int:
+    """amoCRM allows 7 requests/s per integration across all our instances (more gets 429s,
+    then a 403 block of the account). A run makes one request for the lead, plus one for the
+    main contact and one for the company when ERP_FIELD_MAP asks for them (pipeline names
+    come from a cache): start at most 5 amoCRM requests' worth of runs per second."""
+    needs = origins_needed(settings.erp_field_map)
+    requests_per_run = 1 + len(needs & {"contact", "company"})
+    return max(1, 5 // requests_per_run)
+
+
 def amocrm_webhook_handler(ctx: inngest.ContextSync) -> dict[str, Any]:
+    """The handler (module-level so tests can drive it; `build` declares the function)."""
     event = ctx.event
     if event.name == LEGACY_EVENT:
         # A run the TypeScript version started under this function id, resumed by this code.
@@ -110,3 +123,21 @@ def amocrm_webhook_handler(ctx: inngest.ContextSync) -> dict[str, Any]:
         written = run_step(ctx, "create-erp-task", write_erp_record, lead_data)
         ctx.logger.info("lead %s synced to ERP record %s", lead_id, written.get("record_id"))
         return {"status": "synced", "lead_id": lead_id, **written}
+
+
+def build(settings: Settings) -> inngest.Function[Any]:
+    """The function with its configurable options (the throttle follows ERP_FIELD_MAP)."""
+    return definitions.create_function(
+        fn_id=FN_ID,
+        name="amoCRM lead -> ERP record",
+        trigger=[
+            inngest.TriggerEvent(event=STATUS_EVENT),
+            inngest.TriggerEvent(event=SYNC_EVENT),
+        ],
+        # One run per lead at a time: the ERP lookup-then-write is not transactional.
+        concurrency=[inngest.Concurrency(limit=1, key="event.data.lead_id")],
+        throttle=inngest.Throttle(
+            limit=runs_per_second(settings), period=timedelta(seconds=1), burst=2
+        ),
+        retries=5,
+    )(amocrm_webhook_handler)
