@@ -17,7 +17,8 @@ consulted):
 - HTTP 200 + PHP `Deprecated`/`Warning` HTML *followed by* valid JSON (`display_errors=On`,
   first request after a deploy): the JSON is used and the noise logged.
 
-Only network failures, timeouts and 429/502/503/504 are retryable (`UpstreamUnavailable`);
+Only network failures, timeouts, 429/502/503/504 and a 5xx that is none of the shapes above
+(the web server's own error page: PHP crashed or restarted) are retryable (`UpstreamUnavailable`);
 an answer from Rukovoditel itself is permanent until someone fixes the configuration, so the
 messages name the variable to check. The key and password never appear in an exception, a log
 line or `WriteResult.as_output()`.
@@ -361,7 +362,8 @@ class ERPClient:
             # Deleted between our lookup and the update: the retry's lookup will insert it.
             raise UpstreamError(
                 SERVICE,
-                f"record {target} of entity {entity_id} vanished before the update; will retry",
+                f"record {target} of entity {entity_id} vanished before the update; the next "
+                "attempt looks the lead up again",
                 retryable=True,
             )
         return WriteResult("updated", target, entity_id, duplicates)
@@ -395,7 +397,8 @@ class ERPClient:
         if status in (429, 502, 503, 504):
             raise self._error(
                 UpstreamUnavailable,
-                f"HTTP {status} from the ERP server during {action}; will retry",
+                f"the ERP server answered HTTP {status} during {action} (overloaded, restarting "
+                f"or down); if it persists, check that Rukovoditel answers at {self._host()}",
                 status,
                 text,
                 retry_after=retry_after_seconds(response),
@@ -409,8 +412,9 @@ class ERPClient:
             return envelope.get("data")
         if envelope.get("status") == "error":
             raise self._api_error(action, status, envelope, text)
-        raise self._error(
-            UpstreamProtocolError, f"unexpected answer to {action} (HTTP {status})", status, text
+        # JSON, but not Rukovoditel's envelope: most likely a proxy's or a web server's error.
+        raise self._unrecognised(
+            status, text, f"unexpected answer to {action}: JSON without Rukovoditel's status"
         )
 
     def _parse_html(self, action: str, status: int, text: str) -> dict[str, Any]:
@@ -422,12 +426,31 @@ class ERPClient:
         value = self._json_after_php_notices(action, text)
         if value is not None:
             return value
-        raise self._error(
-            UpstreamProtocolError,
-            f"the answer to {action} is not Rukovoditel JSON (HTTP {status}); {_URL_HINT}",
-            status,
-            text,
+        raise self._unrecognised(status, text, f"the answer to {action} is not Rukovoditel JSON")
+
+    def _unrecognised(self, status: int, text: str, what: str) -> UpstreamError:
+        """An answer that is none of Rukovoditel's known shapes (those are handled above).
+
+        With a 5xx it is the web server in front of PHP failing (nginx/Apache's own HTML page,
+        a proxy's JSON error): transient, so Inngest retries it. With any other status the
+        server is up and answered something that is not the API: CRM_API_URL points elsewhere,
+        which no retry can fix.
+        """
+        if status >= 500:
+            return self._error(
+                UpstreamUnavailable,
+                f"{what} (HTTP {status}): the web server in front of Rukovoditel failed; if it "
+                f"persists, check the ERP server's error log at {self._host()}",
+                status,
+                text,
+                retryable=True,
+            )
+        return self._error(
+            UpstreamProtocolError, f"{what} (HTTP {status}); {_URL_HINT}", status, text
         )
+
+    def _host(self) -> str:
+        return urlsplit(self.url).hostname or "?"
 
     def _json_after_php_notices(self, action: str, text: str) -> dict[str, Any] | None:
         """With display_errors=On PHP prints Deprecated/Warning HTML before the JSON (the
