@@ -384,6 +384,8 @@ class ExecutorProxy(FakeService):
         super().__init__()
         self.target = target
         self.calls: list[ExecutorCall] = []
+        self.in_flight = 0
+        self.peak_in_flight = 0  # the most executor calls the app was serving at once
         self.session = requests.Session()
         self.session.trust_env = False
         self.routes.add("GET|PUT|POST", r"/api/inngest", self._forward)
@@ -399,14 +401,21 @@ class ExecutorProxy(FakeService):
             for name, value in request.headers.items()
             if name not in ("content-length", "connection", "transfer-encoding")
         }
-        response = self.session.request(
-            request.method,
-            f"{self.target}{request.path}" + (f"?{query}" if query else ""),
-            headers=headers,  # Host included: the app must advertise the proxy's address
-            data=request.body,
-            timeout=(5, 300),
-            allow_redirects=False,
-        )
+        with self._lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            response = self.session.request(
+                request.method,
+                f"{self.target}{request.path}" + (f"?{query}" if query else ""),
+                headers=headers,  # Host included: the app must advertise the proxy's address
+                data=request.body,
+                timeout=(5, 300),
+                allow_redirects=False,
+            )
+        finally:
+            with self._lock:
+                self.in_flight -= 1
         if request.method == "POST" and request.arg("fnId"):
             ctx = _json_or_empty(request.body).get("ctx") or {}
             call = ExecutorCall(
@@ -592,6 +601,7 @@ class Stack:
             self.proxy.reset()
             with self.proxy._lock:
                 self.proxy.calls.clear()
+                self.proxy.peak_in_flight = 0
 
     # ---- talking to the app -------------------------------------------------------------------
     def webhook(self, form: str, *, path: str = "/api/webhook") -> dict[str, Any]:
