@@ -390,6 +390,12 @@ class ExecutorProxy(FakeService):
         self.session.trust_env = False
         self.routes.add("GET|PUT|POST", r"/api/inngest", self._forward)
 
+    def reset(self) -> None:
+        super().reset()
+        with self._lock:
+            self.calls.clear()
+            self.peak_in_flight = 0
+
     def calls_of(self, run_id: str) -> list[ExecutorCall]:
         with self._lock:
             return [call for call in self.calls if call.run_id == run_id]
@@ -599,9 +605,6 @@ class Stack:
         self.erp.reset()
         if self.proxy is not None:
             self.proxy.reset()
-            with self.proxy._lock:
-                self.proxy.calls.clear()
-                self.proxy.peak_in_flight = 0
 
     # ---- talking to the app -------------------------------------------------------------------
     def webhook(self, form: str, *, path: str = "/api/webhook") -> dict[str, Any]:
