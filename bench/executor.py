@@ -162,7 +162,10 @@ def run(quick: bool = False) -> Section:
     leads = QUICK_LEADS if quick else LEADS
     deals = QUICK_DEALS if quick else DEALS
     try:
-        with Stack.started(Path(tempfile.mkdtemp(prefix="bench-executor-"))) as stack:
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-executor-") as workdir,
+            Stack.started(Path(workdir)) as stack,
+        ):
             version = stack.api._get("/dev").get("version", "?")
             to_record, intake, calls = _latencies(stack, leads)
             stack.reset()
