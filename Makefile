@@ -11,7 +11,7 @@ PORT ?= 3000
 TIER_DIRS := tests/e2e tests/redis tests/browser tests/deploy
 UNIT_ARGS := $(addprefix --ignore=,$(TIER_DIRS))
 
-.PHONY: install test lint types unit serve bench clean requirements deploy-check browser
+.PHONY: install test lint types unit e2e serve bench clean requirements deploy-check browser
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ browser: $(STAMP)
 	bash tests/browser/setup.sh $(VENV)
 	AXE_CORE_JS=$(abspath $(VENV))/axe/node_modules/axe-core/axe.min.js \
 		$(BIN)/python -m pytest -q tests/browser
+
+# The end-to-end tier against the real Inngest dev server: INNGEST_CLI names its binary or
+# command line; without it `inngest-cli` on PATH, else `npx --yes inngest-cli@latest`.
+e2e: $(STAMP)
+	$(BIN)/python -m pytest -q tests/e2e
 
 serve: $(STAMP)
 	$(BIN)/python -m prometei serve --port $(PORT)

@@ -1,7 +1,9 @@
-"""`python -m bench [--quick] [--only coldstart,load,...] [--output BENCHMARKS.md]`.
+"""`python -m bench [--quick] [--only coldstart,load,...] [--merge] [--output BENCHMARKS.md]`.
 
 Runs every section, prints its tables and writes BENCHMARKS.md at the repository root with
-the machine, the date, the method and the tables. The robustness tests (property-based intake
+the machine, the date, the method and the tables. `--merge` replaces only the sections that
+ran in the existing file (each then names its own date and machine), e.g.
+`python -m bench --only executor --merge`. The robustness tests (property-based intake
 fuzzing and the fault matrix) run in a pytest subprocess; the fault matrix table they produce
 is written to docs/fault-matrix.md and included here.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from bench import PYTHON, ROOT, Section, clean_env
 
-SECTIONS = ("coldstart", "load", "economy", "contention", "batch", "robustness")
+SECTIONS = ("coldstart", "load", "economy", "contention", "batch", "robustness", "executor")
 FAULT_MATRIX_DOC = ROOT / "docs" / "fault-matrix.md"
 
 
@@ -142,6 +144,32 @@ def render(sections: list[Section], quick: bool, total_s: float) -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
+def merge(existing: str, sections: list[Section], quick: bool) -> str:
+    """`existing` with each of `sections` replacing its namesake (or appended at the end)."""
+    stamp = "; ".join(line.removeprefix("- ") for line in machine()[:2])
+    blocks: list[str] = []  # the text before the first section, then one block per section
+    for line in existing.splitlines(keepends=True):
+        if line.startswith("## ") or not blocks:
+            blocks.append(line)
+        else:
+            blocks[-1] += line
+    for section in sections:
+        section.notes.append(
+            f"Measured separately (`python -m bench --only {section.key} --merge"
+            + (" --quick" if quick else "")
+            + f"`): {stamp}."
+        )
+        text = section.markdown() + "\n\n"
+        title = f"## {section.title}\n"
+        found = [i for i, block in enumerate(blocks) if block.startswith(title)]
+        if found:
+            blocks[found[0]] = text
+        else:
+            blocks[-1] = blocks[-1].rstrip("\n") + "\n\n"
+            blocks.append(text)
+    return "".join(blocks).rstrip() + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (~1-2 min)")
@@ -149,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         "--only", default=",".join(SECTIONS), help=f"comma list of: {', '.join(SECTIONS)}"
     )
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    parser.add_argument(
+        "--merge", action="store_true", help="replace only these sections in --output"
+    )
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(chosen) - set(SECTIONS)
@@ -173,7 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         print(section.text(), flush=True)
         print(f"   ({section.seconds:.1f} s)\n", flush=True)
     total = time.perf_counter() - started
-    Path(args.output).write_text(render(sections, args.quick, total), encoding="utf-8")
+    output = Path(args.output)
+    if args.merge and output.exists():
+        text = merge(output.read_text(encoding="utf-8"), sections, args.quick)
+    else:
+        text = render(sections, args.quick, total)
+    output.write_text(text, encoding="utf-8")
     print(f"wrote {args.output} in {total:.0f} s")
     return 0
 

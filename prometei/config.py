@@ -117,6 +117,30 @@ def parse_timezone(value: str) -> tzinfo:
             f"{text!r} is neither a UTC offset like +03:00 nor a time zone name this system "
             "knows (e.g. Europe/Moscow)"
         ) from None
+def _is_loopback(host: str) -> bool:
+    return host in {"localhost", "::1"} or re.fullmatch(r"127(\.\d{1,3}){3}", host) is not None
+
+
+def _checked_api_base_url(value: str) -> str:
+    """AMOCRM_API_BASE_URL: https://host[:port][/prefix], or http:// to loopback only.
+
+    The value is never echoed in an error: a mistyped one could hold a password.
+    """
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an https:// URL such as https://amocrm-proxy.example.ru")
+    if "@" in parts.netloc:
+        raise ValueError("must not carry credentials (user:password@host)")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query string or a fragment")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        # Tokens travel with every request: plain http is only acceptable on this machine.
+        raise ValueError("must use https:// (plain http:// is allowed to 127.0.0.1 only)")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        raise ValueError("has a malformed port") from None
+    return f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
 
 
 def _truthy_dev(value: str | None) -> bool:
@@ -166,6 +190,9 @@ class Settings(BaseModel):
     # Switch-over bridge: accept webhooks without ?token= on the TypeScript version's URLs
     # (/api/amocrm-webhook, /api/inngest) until the URL in amoCRM carries the token.
     amocrm_webhook_allow_legacy_url: bool = Field(False, alias="AMOCRM_WEBHOOK_ALLOW_LEGACY_URL")
+    # Tests and self-hosted proxies only: send every amoCRM API and token request here instead
+    # of https://<account host>. Hosts from webhooks and redirects are still checked as before.
+    amocrm_api_base_url: str | None = Field(None, alias="AMOCRM_API_BASE_URL")
 
     # ERP (Rukovoditel). Names from the seeds; ERP_API_* were used by the TypeScript code.
     crm_api_url: str | None = Field(
@@ -310,6 +337,11 @@ class Settings(BaseModel):
     @classmethod
     def _origin(cls, value: str | None) -> str | None:
         return None if value is None else normalize_origin(value)
+
+    @field_validator("amocrm_api_base_url")
+    @classmethod
+    def _amocrm_api_base_url(cls, value: str | None) -> str | None:
+        return None if value is None else _checked_api_base_url(value)
 
     @model_validator(mode="after")
     def _no_dev_mode_on_vercel(self) -> Settings:

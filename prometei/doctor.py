@@ -219,7 +219,26 @@ def check_environment(environ: Mapping[str, str]) -> tuple[list[Check], Settings
         rows.append(Check("environment", True, _summary(settings, len(present))))
     rows.extend(_risky_settings(settings))
     rows.extend(_legacy_webhook_url(settings))
+    rows.extend(_amocrm_api_override(settings))
     return rows, settings
+
+
+def _amocrm_api_override(settings: Settings) -> list[Check]:
+    """A WARN row while AMOCRM_API_BASE_URL sends amoCRM traffic somewhere else."""
+    base = settings.amocrm_api_base_url
+    if base is None:
+        return []
+    return [
+        Check(
+            "AMOCRM_API_BASE_URL",
+            True,
+            f"every amoCRM API and token request goes to {base}, not to the account host "
+            f"({settings.amocrm_host if settings.amocrm_subdomain else '?'})",
+            "leave AMOCRM_API_BASE_URL empty in production; set it only for tests or a proxy "
+            "you run",
+            warning=True,
+        )
+    ]
 
 
 def _risky_settings(settings: Settings) -> list[Check]:

@@ -211,7 +211,8 @@ class EventSender:
         if status == 429 or status >= 500:
             raise UpstreamUnavailable(
                 SERVICE,
-                f"event API answered {status}; will retry",
+                f"event API answered {status}: Inngest is unavailable or over its limits; if it "
+                "persists, check Inngest's status (or the dev server, in dev mode)",
                 status=status,
                 body_excerpt=body,
             )

@@ -52,6 +52,7 @@ HTML = {"Content-Type": "text/html; charset=UTF-8"}
 JSON = {"Content-Type": "application/json"}
 HTML_429 = "<html><head><title>429 Too Many Requests</title></head><body>nginx</body></html>"
 HTML_403 = "<html><body><h1>403 Forbidden</h1>nginx</body></html>"
+HTML_500 = "<html><head><title>500 Internal Server Error</title></head><body>nginx</body></html>"
 
 Reply = tuple[int, dict[str, str], str]
 Fault = Reply | type[Exception]
@@ -312,6 +313,7 @@ ROWS: list[Row] = [
     Row("ERP", "502", "retried", erp((502, HTML, "<html>Bad Gateway</html>"))),
     Row("ERP", "503", "retried", erp((503, HTML, "<html>Service Unavailable</html>"))),
     Row("ERP", "504", "retried", erp((504, HTML, ""))),
+    Row("ERP", "500 with the web server's HTML page", "retried", erp((500, HTML, HTML_500))),
     Row("ERP", "429 with an HTML body", "retried", erp((429, HTML, HTML_429))),
     Row(
         "ERP",

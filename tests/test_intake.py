@@ -71,8 +71,14 @@ def test_status_change_is_sent_to_inngest(client, event_api) -> None:
     response = post(client, STATUS_LEAD)
 
     assert response.status_code == 200
-    assert response.get_json() == {"accepted": 1, "ignored": 0, "event_ids": ["01HXYZ"]}
     [event] = sent_events(event_api)
+    assert response.get_json() == {
+        "accepted": 1,
+        "ignored": 0,
+        "event_ids": [event["id"]],
+        "inngest_ids": ["01HXYZ"],
+    }
+    assert event["id"].startswith("amocrm-lead-25399013-status-")
     assert event == {
         "name": "amocrm/lead.status",
         "data": {
@@ -121,13 +127,27 @@ def test_redelivered_webhook_sends_the_same_event_id(client, event_api) -> None:
     assert first == second
 
 
+def test_the_answer_names_our_event_ids_the_same_on_redelivery(client, event_api) -> None:
+    accept_events(event_api, ["01A"])
+
+    answers = [post(client, STATUS_LEAD).get_json() for _ in range(2)]
+
+    assert answers[0]["event_ids"] == answers[1]["event_ids"]
+    assert answers[0]["event_ids"] == [json.loads(event_api.calls[0].request.body)[0]["id"]]
+
+
 def test_several_leads_go_in_one_call(client, event_api) -> None:
     accept_events(event_api, ["01A", "01B"])
 
     response = post(client, ADD_TWO_LEADS)
 
-    assert response.get_json() == {"accepted": 2, "ignored": 0, "event_ids": ["01A", "01B"]}
     events = sent_events(event_api)
+    assert response.get_json() == {
+        "accepted": 2,
+        "ignored": 0,
+        "event_ids": [e["id"] for e in events],
+        "inngest_ids": ["01A", "01B"],
+    }
     assert [(e["name"], e["data"]["lead_id"]) for e in events] == [
         ("amocrm/lead.add", 25400001),
         ("amocrm/lead.add", 25400002),
@@ -138,7 +158,12 @@ def test_contacts_and_tasks_are_acknowledged_without_calling_inngest(client, eve
     response = post(client, CONTACT_AND_TASK)
 
     assert response.status_code == 200
-    assert response.get_json() == {"accepted": 0, "ignored": 4, "event_ids": []}
+    assert response.get_json() == {
+        "accepted": 0,
+        "ignored": 4,
+        "event_ids": [],
+        "inngest_ids": [],
+    }
     assert len(event_api.calls) == 0
 
 
@@ -148,7 +173,12 @@ def test_status_outside_the_trigger_list_is_ignored(client, event_api, set_env) 
     response = post(client, STATUS_LEAD)
 
     assert response.status_code == 200
-    assert response.get_json() == {"accepted": 0, "ignored": 1, "event_ids": []}
+    assert response.get_json() == {
+        "accepted": 0,
+        "ignored": 1,
+        "event_ids": [],
+        "inngest_ids": [],
+    }
     assert len(event_api.calls) == 0
 
 
@@ -431,6 +461,8 @@ def test_form_post_to_inngest_endpoint_is_handled_as_a_webhook(event_api) -> Non
     refused = post(client, STATUS_LEAD, url="/api/inngest?token=wrong")
 
     assert ok.status_code == 200
-    assert ok.get_json() == {"accepted": 1, "ignored": 0, "event_ids": ["01I"]}
-    assert sent_events(event_api)[0]["name"] == "amocrm/lead.status"
+    [event] = sent_events(event_api)
+    assert ok.get_json()["event_ids"] == [event["id"]]
+    assert ok.get_json()["inngest_ids"] == ["01I"]
+    assert event["name"] == "amocrm/lead.status"
     assert refused.status_code == 401

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import requests
 from pydantic import ValidationError
 
-from prometei.amocrm.domains import split_account_host
+from prometei.amocrm.domains import request_origin, split_account_host
 from prometei.amocrm.models import LeadSnapshot
 from prometei.amocrm.ratelimit import RateLimiter
 from prometei.errors import (
@@ -87,8 +87,10 @@ class AmoCRMClient:
         limiter: RateLimiter | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         expected_subdomain: str | None = None,
+        api_base_url: str | None = None,
     ) -> None:
         self._tokens = tokens
+        self._api_base_url = api_base_url
         self._session = session or make_session()
         self._session.headers["Accept"] = "application/hal+json, application/json"
         self._limiter = limiter or RateLimiter()
@@ -99,7 +101,12 @@ class AmoCRMClient:
     def from_settings(
         cls, settings: Settings, tokens: TokenSource, *, limiter: RateLimiter | None = None
     ) -> AmoCRMClient:
-        return cls(tokens, limiter=limiter, expected_subdomain=settings.require_subdomain())
+        return cls(
+            tokens,
+            limiter=limiter,
+            expected_subdomain=settings.require_subdomain(),
+            api_base_url=settings.amocrm_api_base_url,
+        )
 
     # ---- public API ---------------------------------------------------------------------
     def get_lead(self, lead_id: int) -> LeadSnapshot | None:
@@ -168,7 +175,7 @@ class AmoCRMClient:
     # ---- transport ----------------------------------------------------------------------
     def _get(self, path: str, params: dict[str, str]) -> dict[str, Any] | None:
         """GET `path` as the account; the JSON object, or None for 204/404. Raises ours."""
-        url = f"https://{self._host()}{path}"
+        url = request_origin(self._host(), self._api_base_url) + path
         used = [self._tokens.access_token()]
         response = self._request(url, params, used[0])
         try:
@@ -239,7 +246,9 @@ class AmoCRMClient:
         if status >= 500:
             raise _error(
                 UpstreamUnavailable,
-                f"amoCRM server error ({status}) on {path}; will retry",
+                f"amoCRM server error ({status}) on {path}: a fault on amoCRM's side (or in "
+                "the proxy of AMOCRM_API_BASE_URL, when set); if it persists, check amoCRM's "
+                "status",
                 response,
                 retry_after=_retry_after(response, None),
             )
@@ -298,7 +307,9 @@ def _json_object(response: requests.Response) -> dict[str, Any]:
         raise _error(
             UpstreamProtocolError,
             f"amoCRM answered {response.status_code} without JSON "
-            f"({response.headers.get('Content-Type', 'no content type')}); will retry",
+            f"({response.headers.get('Content-Type', 'no content type')}): an amoCRM incident "
+            "page or a proxy in the way; if it persists, check network access to the account "
+            "host",
             response,
             retryable=True,
         ) from None

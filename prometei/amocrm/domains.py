@@ -63,6 +63,16 @@ def is_api_domain(host: str) -> bool:
     return bool(_API_DOMAIN_RE.match(host))
 
 
+def request_origin(host: str, api_base_url: str | None) -> str:
+    """Where a request for the account `host` goes, after `host` passed the checks above.
+
+    `api_base_url` is AMOCRM_API_BASE_URL (tests, self-hosted proxies): explicit operator
+    configuration, validated in `prometei.config`, so it never comes from a request. Without
+    it the answer is `https://<host>`.
+    """
+    return api_base_url or f"https://{host}"
+
+
 def parse_referer(value: str | None) -> str | None:
     """The account host in an OAuth redirect's `referer` (with or without scheme), or None."""
     if not value:

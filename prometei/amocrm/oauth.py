@@ -33,6 +33,7 @@ from prometei.amocrm.domains import (
     is_account_host,
     is_api_domain,
     normalize_host,
+    request_origin,
     split_account_host,
 )
 from prometei.config import KNOWN_BASE_DOMAINS, Settings
@@ -127,6 +128,7 @@ class OAuthClient:
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.time,
         timeout: tuple[float, float] = TOKEN_TIMEOUT,
+        api_base_url: str | None = None,
     ) -> None:
         if base_domain not in KNOWN_BASE_DOMAINS:
             raise ValueError(f"unknown amoCRM base domain {base_domain!r}")
@@ -137,6 +139,8 @@ class OAuthClient:
         self._session = session or make_session()
         self._clock = clock
         self._timeout = timeout
+        # AMOCRM_API_BASE_URL (tests, self-hosted proxies); hosts are still checked first.
+        self._api_base_url = api_base_url
 
     def __repr__(self) -> str:
         return f"OAuthClient(client_id={self.client_id!r}, base_domain={self.base_domain!r})"
@@ -156,6 +160,7 @@ class OAuthClient:
             redirect_uri=settings.amocrm_redirect_uri,
             base_domain=settings.amocrm_base_domain,
             session=session,
+            api_base_url=settings.amocrm_api_base_url,
         )
 
     @property
@@ -204,6 +209,10 @@ class OAuthClient:
             if isinstance(refresh_token, SecretStr)
             else refresh_token
         )
+        if self._api_base_url:
+            # Every request goes to AMOCRM_API_BASE_URL: there is no other host to ask.
+            log.warning("amoCRM moved-account check skipped: AMOCRM_API_BASE_URL is set")
+            return None
         api_domain = _jwt_claim(jwt, "api_domain")
         if not isinstance(api_domain, str) or not is_api_domain(api_domain.lower()):
             log.warning("amoCRM moved-account check skipped: no valid api_domain in the token")
@@ -219,7 +228,8 @@ class OAuthClient:
         if response.status_code == 429 or response.status_code >= 500:
             raise UpstreamUnavailable(
                 SERVICE,
-                f"account lookup failed with HTTP {response.status_code}; will retry",
+                f"account lookup failed with HTTP {response.status_code} (amoCRM trouble); "
+                "if it persists, check amoCRM's status",
                 status=response.status_code,
             )
         if response.status_code != 200:
@@ -253,7 +263,7 @@ class OAuthClient:
             self._session,
             SERVICE,
             "POST",
-            f"https://{host}/oauth2/access_token",
+            request_origin(host, self._api_base_url) + "/oauth2/access_token",
             timeout=self._timeout,
             json=body,
             headers={"Accept": "application/json"},

@@ -128,7 +128,8 @@ class AnswerReader:
         if status in (429, 502, 503, 504):
             raise self.error(
                 UpstreamUnavailable,
-                f"HTTP {status} from the ERP server during {action}; will retry",
+                f"the ERP server answered HTTP {status} during {action} (overloaded, restarting "
+                f"or down); if it persists, {URL_HINT}",
                 status,
                 text,
                 retry_after=retry_after_seconds(response),
@@ -206,7 +207,8 @@ class AnswerReader:
             return self.error(UpstreamProtocolError, f"{said}; {URL_HINT}", status, text)
         return self.error(
             UpstreamProtocolError,
-            f"{said}; will retry. If it persists, {URL_HINT}",
+            f"{said}, none of Rukovoditel's own error answers (the web server or PHP in front "
+            f"of it failed?); if it persists, {URL_HINT}",
             status,
             text,
             retryable=True,

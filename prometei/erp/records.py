@@ -309,7 +309,8 @@ class RecordWriter:
             # Deleted between our lookup and the update: the retry's lookup will insert it.
             raise UpstreamError(
                 SERVICE,
-                f"record {target} of entity {job.entity_id} vanished before the update; will retry",
+                f"record {target} of entity {job.entity_id} vanished before the update; the next "
+                "attempt looks the record up again",
                 retryable=True,
             )
         return WriteResult("updated", target, job.entity_id, duplicates, list(job.plan.notes))

@@ -96,7 +96,7 @@ def _accept(request: flask.Request) -> flask.Response:
     _check_account(payload.account, settings, subdomain)
 
     batch = build_lead_events(payload, trigger_statuses=settings.amocrm_trigger_statuses)
-    event_ids = _send(services, batch.events) if batch.events else []
+    inngest_ids = _send(services, batch.events) if batch.events else []
     log.info(
         "amoCRM webhook: accepted=%d ignored=%d lead_items=%d",
         len(batch.events),
@@ -112,7 +112,16 @@ def _accept(request: flask.Request) -> flask.Response:
         },
     )
     return flask.jsonify(
-        {"accepted": len(batch.events), "ignored": batch.ignored, "event_ids": event_ids}
+        {
+            "accepted": len(batch.events),
+            "ignored": batch.ignored,
+            # Ours, deterministic: what an operator searches the Inngest dashboard for, and
+            # the same on every redelivery of this webhook.
+            "event_ids": [event["id"] for event in batch.events],
+            # Inngest's own ids for this delivery (new ones on every redelivery), in the same
+            # order: what its REST API takes (`/v1/events/<id>/runs`).
+            "inngest_ids": inngest_ids,
+        }
     )
 
 
