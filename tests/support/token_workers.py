@@ -65,14 +65,23 @@ class _DieBeforeWrite:
     def read(self) -> TokenRecord | None:
         return self._inner.read()
 
+    def read_state(self) -> Any:
+        return self._inner.read_state()
+
+    def put_marker(self, name: str, value: str | None, **kw: Any) -> bool:
+        return self._inner.put_marker(name, value, **kw)
+
     def write(self, record: TokenRecord) -> TokenRecord:
         os._exit(17)  # like a Vercel instance killed at its time limit
 
     def write_if_version(self, record: TokenRecord, expected_version: int) -> TokenRecord | None:
         os._exit(17)
 
-    def acquire_lock(self, ttl_ms: int) -> str | None:
-        return self._inner.acquire_lock(ttl_ms)
+    def acquire_lock(self, ttl_ms: int, owner: str | None = None) -> str | None:
+        return self._inner.acquire_lock(ttl_ms, owner)
+
+    def renew_lock(self, owner: str, ttl_ms: int) -> bool:
+        return self._inner.renew_lock(owner, ttl_ms)
 
     def release_lock(self, owner: str) -> bool:
         return self._inner.release_lock(owner)
