@@ -142,6 +142,21 @@ def render(sections: list[Section], quick: bool, total_s: float) -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
+def merge_section(text: str, section: Section) -> str:
+    """`text` (a BENCHMARKS.md) with the section numbered like `section` replaced, or the
+    section appended when there is none."""
+    number = section.title.split(" ", 1)[0]  # "4."
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(f"## {number} ")), None)
+    if start is None:
+        return text.rstrip() + "\n\n" + section.markdown() + "\n"
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+    )
+    merged = [*lines[:start], *section.markdown().splitlines(), "", *lines[end:]]
+    return "\n".join(merged).rstrip() + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (~1-2 min)")
@@ -149,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         "--only", default=",".join(SECTIONS), help=f"comma list of: {', '.join(SECTIONS)}"
     )
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="replace only the chosen sections in the existing output file",
+    )
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(chosen) - set(SECTIONS)
@@ -173,7 +193,15 @@ def main(argv: list[str] | None = None) -> int:
         print(section.text(), flush=True)
         print(f"   ({section.seconds:.1f} s)\n", flush=True)
     total = time.perf_counter() - started
-    Path(args.output).write_text(render(sections, args.quick, total), encoding="utf-8")
+    output = Path(args.output)
+    if args.merge and output.exists():
+        text = output.read_text(encoding="utf-8")
+        for section in sections:
+            text = merge_section(text, section)
+        output.write_text(text, encoding="utf-8")
+        print(f"merged {', '.join(chosen)} into {args.output} in {total:.0f} s")
+        return 0
+    output.write_text(render(sections, args.quick, total), encoding="utf-8")
     print(f"wrote {args.output} in {total:.0f} s")
     return 0
 

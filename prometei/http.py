@@ -123,33 +123,42 @@ class _Call:
             with self._lock:
                 self.headers_received = True
                 self._streaming = response
-                abandoned = self._abandoned
-            if abandoned:
-                response.close()
-                return
-            _ = response.content  # the whole body, inside the deadline
-            self.response = response
+            if not self._abandoned:
+                _ = response.content  # the whole body, inside the deadline
+                self.response = response
         except BaseException as exc:  # handed to the caller's thread as is
             self.error = exc
         finally:
             self.done.set()
+            if self._abandoned and self._streaming is not None:
+                self._streaming.close()  # here, not in the caller: close() waits for reads
 
     def abandon(self) -> None:
-        """The caller gave up: wake the helper thread if it is blocked on the socket."""
+        """The caller gave up: wake the helper thread if it is blocked on the socket. Never
+        blocks the caller (closing a response another thread reads from would)."""
         with self._lock:
             self._abandoned = True
             response = self._streaming
-        if response is not None:
-            _shutdown(response)
+        sock = _socket_of(response) if response is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # unblocks a recv in another thread
 
 
-def _shutdown(response: requests.Response) -> None:
-    connection = getattr(response.raw, "connection", None)
-    sock = getattr(connection, "sock", None)
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)  # unblocks a recv in another thread; close() may not
-    response.close()
+def _socket_of(response: requests.Response) -> socket.socket | None:
+    """The socket under a streaming response. urllib3 keeps it on the connection until
+    http.client hands it to the response (a `Connection: close` answer); then only the
+    response's file object holds it."""
+    raw = response.raw
+    fp = getattr(getattr(raw, "_fp", None), "fp", None)
+    candidates = [
+        getattr(getattr(raw, "connection", None), "sock", None),
+        getattr(getattr(fp, "raw", None), "_sock", None),
+    ]
+    for candidate in candidates:
+        if isinstance(candidate, socket.socket):
+            return candidate
+    return None
 
 
 def _phase(call: _Call) -> str:

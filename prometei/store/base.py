@@ -108,9 +108,9 @@ class TokenStore(Protocol):
 
     `acquire_lock`/`renew_lock`/`release_lock` are a lease lock with an owner token (Redis
     `SET NX PX`, owner-checked `PEXPIRE` and compare-and-delete semantics): `acquire_lock`
-    returns the owner token or None when someone else holds an unexpired lease; passing the
-    same `owner` again is idempotent (an acquire whose answer was lost is not a stranger's
-    lock); `renew_lock`/`release_lock` act only if `owner` still holds it.
+    returns the owner token (`owner`, or a new random one) or None when the lock is taken;
+    `renew_lock`/`release_lock` act only if `owner` still holds it (so `renew_lock` also tells
+    whether an acquire whose answer was lost did land).
     A lease can run out under a slow holder, so the lock alone does not protect the record: a
     refresher writes with `write_if_version`, so a late writer never overwrites a newer pair,
     and coordinates through version-fenced markers (`put_marker`).

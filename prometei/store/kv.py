@@ -207,14 +207,6 @@ _PUT_MARKER_SCRIPT = (
     "else redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end "
     "return 1"
 )
-# Idempotent acquire: take a free lock, or refresh our own (an acquire whose answer was lost
-# must not look like a stranger's lock for a whole lease). 1 held, 0 someone else holds it.
-_ACQUIRE_SCRIPT = (
-    "local cur = redis.call('GET', KEYS[1]) "
-    "if not cur then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end "
-    "if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end "
-    "return 0"
-)
 # Owner-checked renewal (reference §B8 "extend", in milliseconds).
 _RENEW_SCRIPT = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
@@ -309,9 +301,10 @@ class KVTokenStore:
         return bool(result == 1)
 
     def acquire_lock(self, ttl_ms: int, owner: str | None = None) -> str | None:
-        owner = owner or secrets.token_hex(16)
-        result = self._command("EVAL", _ACQUIRE_SCRIPT, 1, self.lock_key, owner, int(ttl_ms))
-        return owner if result == 1 else None
+        # "OK" when we set it; null when the key exists (NX prevented the write).
+        token = owner or secrets.token_hex(16)
+        result = self._command("SET", self.lock_key, token, "NX", "PX", int(ttl_ms))
+        return token if result == "OK" else None
 
     def renew_lock(self, owner: str, ttl_ms: int) -> bool:
         result = self._command("EVAL", _RENEW_SCRIPT, 1, self.lock_key, owner, int(ttl_ms))

@@ -177,14 +177,17 @@ class RefreshLease:
 
     def try_acquire(self, store: TokenStore) -> Holding | None:
         """The lease if it is free now, else None. A store error is raised, after one retry
-        with the same owner token (an acquire whose answer was lost may have landed)."""
+        with the same owner token (an acquire whose answer was lost may have landed: the
+        owner-checked renewal tells)."""
         owner = secrets.token_hex(16)
         started = self._clock()  # before the command: the lease cannot have started earlier
         try:
-            got = store.acquire_lock(self.ttl_ms, owner=owner)
+            got = store.acquire_lock(self.ttl_ms, owner)
         except PrometeiError:
             started = self._clock()
-            got = store.acquire_lock(self.ttl_ms, owner=owner)
+            got = store.acquire_lock(self.ttl_ms, owner)
+            if got is None and store.renew_lock(owner, self.ttl_ms):
+                got = owner
         if got is None:
             return None
         return Holding(

@@ -145,7 +145,8 @@ class Rotation:
             return self._after_refusal(store, state, mark, prior_until)
         except PrometeiError as exc:
             if _maybe_spent(exc):  # sent, but no usable answer: nobody will know the outcome
-                self._put(store, "rotation", _lost(mark).to_json(), version, ANY, quiet=True)
+                lost = _lost(mark, self._now_ms())  # and we have nothing left to write
+                self._put(store, "rotation", lost.to_json(), version, ANY, quiet=True)
             else:  # never delivered, or amoCRM answered with an error: the token is unspent
                 self._forget(store, mark, version)
             raise
@@ -397,8 +398,8 @@ def _maybe_spent(exc: PrometeiError) -> bool:
     return exc.status is None or exc.status == 200
 
 
-def _lost(mark: RotationMark) -> RotationMark:
-    return RotationMark(mark.version, mark.owner, LOST, mark.until_ms)
+def _lost(mark: RotationMark, now_ms: int) -> RotationMark:
+    return RotationMark(mark.version, mark.owner, LOST, now_ms)
 
 
 def _iso(ms: int) -> str:
