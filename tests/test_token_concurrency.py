@@ -46,17 +46,7 @@ def fake_amo() -> Iterator[FakeAmoOAuth]:
 
 def seed_expired(store: TokenStore, fake: FakeAmoOAuth) -> TokenRecord:
     """Store a pair whose access token expired a minute ago; its refresh token is live."""
-    now = int(time.time())
-    fake.live_refresh.add("refresh-0-SECRET")
-    return store.write(
-        TokenRecord(
-            access_token=SecretStr("access-0-SECRET"),
-            refresh_token=SecretStr("refresh-0-SECRET"),
-            expires_at=now - 60,
-            obtained_at=now - 86_460,
-            host=HOST,
-        )
-    )
+    return token_workers.seed_expired_pair(store, fake)
 
 
 def kv_params(shim: KVShim, fake: FakeAmoOAuth) -> dict[str, Any]:

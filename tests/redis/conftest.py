@@ -12,14 +12,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from prometei.store.base import TokenRecord
 from prometei.store.kv import KVClient, KVTokenStore
 from tests.support.fake_amo_oauth import FakeAmoOAuth, running_fake_amo
 from tests.support.redis_server import RedisServer
 from tests.support.redis_shim import RedisRestShim, running_redis_shim
-from tests.support.token_workers import HOST
+from tests.support.token_workers import seed_expired_pair
 
 SPAWN = multiprocessing.get_context("spawn")
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
@@ -59,18 +58,7 @@ def params(shim: RedisRestShim, amo: FakeAmoOAuth, **extra: Any) -> dict[str, An
 def seed_expired(shim: RedisRestShim, amo: FakeAmoOAuth, *, live: bool = True) -> TokenRecord:
     """Store a pair whose access token expired; its refresh token is live unless `live=False`
     (then amoCRM has already spent it)."""
-    now = int(time.time())
-    if live:
-        amo.live_refresh.add("refresh-0-SECRET")
-    return kv_store(shim).write(
-        TokenRecord(
-            access_token=SecretStr("access-0-SECRET"),
-            refresh_token=SecretStr("refresh-0-SECRET"),
-            expires_at=now - 60,
-            obtained_at=now - 86_460,
-            host=HOST,
-        )
-    )
+    return seed_expired_pair(kv_store(shim), amo, live=live)
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:

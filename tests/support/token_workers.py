@@ -217,3 +217,48 @@ def rotate_fleet(
         done.set()
         reader.join(timeout=30)
     return out
+
+
+def seed_expired_pair(store: TokenStore, fake: Any, *, live: bool = True) -> TokenRecord:
+    """Store a pair whose access token expired a minute ago; its refresh token is live at the
+    fake amoCRM unless `live=False` (then amoCRM has already spent it)."""
+    from pydantic import SecretStr
+
+    now = int(time.time())
+    if live:
+        fake.live_refresh.add("refresh-0-SECRET")
+    return store.write(
+        TokenRecord(
+            access_token=SecretStr("access-0-SECRET"),
+            refresh_token=SecretStr("refresh-0-SECRET"),
+            expires_at=now - 60,
+            obtained_at=now - 86_460,
+            host=HOST,
+        )
+    )
+
+
+def kill_holder_mid_refresh(params: dict[str, Any], fake: Any, **provider: Any) -> float:
+    """A holder process sends the refresh, amoCRM stalls it, the holder is killed (SIGKILL) and
+    amoCRM drops its request unprocessed. Returns the seconds from the kill until a new
+    instance holds a token (that token is checked by the caller via the fake)."""
+    import multiprocessing
+    import signal
+
+    spawn = multiprocessing.get_context("spawn")
+    fake.stall = True
+    results = spawn.Queue()
+    holder = spawn.Process(target=need_token_once, args=(params, results), daemon=True)
+    holder.start()
+    deadline = time.monotonic() + 60
+    while fake.stalled < 1:  # until the holder's request is at amoCRM, unprocessed
+        if time.monotonic() > deadline:
+            raise RuntimeError("the holder's refresh never reached the fake amoCRM")
+        time.sleep(0.01)
+    assert holder.pid is not None
+    os.kill(holder.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    holder.join(timeout=30)
+    fake.cancel_stalled()
+    kv_provider(params, **provider).access_token()
+    return time.monotonic() - killed
