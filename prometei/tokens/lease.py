@@ -80,41 +80,31 @@ class InstanceGate:
 
 
 class Holding:
-    """A lease we hold: renewed in the background until `release()`.
-
-    `valid_until()` is the latest moment (on the provider's clock) the lease is known to last:
-    measured from before the command that set or renewed it, so the store's lease ends no
-    earlier. `lost` turns True when a renewal found the lock in someone else's hands."""
+    """A lease we hold: renewed in the background until `release()`. `lost` turns True when a
+    renewal found the lock in someone else's hands (it ran out: correctness never depends on
+    the lease, only waiting does; see prometei.tokens.rotation)."""
 
     def __init__(
         self,
         store: TokenStore,
         owner: str,
-        started: float,
         *,
         ttl_ms: int,
-        clock: Callable[[], float],
         sleep: Callable[[float], None],
     ) -> None:
         self.store = store
         self.owner = owner
         self.ttl_ms = ttl_ms
         self.lost = False
-        self._clock = clock
         self._sleep = sleep
-        self._valid_until = started + ttl_ms / 1000
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew_loop, name="lease-renewal", daemon=True)
         self._thread.start()
-
-    def valid_until(self) -> float:
-        return self._valid_until
 
     def _renew_loop(self) -> None:
         # Real time on purpose: renewals must follow the store's clock, not a test's.
         interval = self.ttl_ms / 1000 / RENEWALS_PER_LEASE
         while not self._stop.wait(interval):
-            sent = self._clock()
             try:
                 renewed = self.store.renew_lock(self.owner, self.ttl_ms)
             except PrometeiError as exc:
@@ -127,7 +117,6 @@ class Holding:
                 self.lost = True
                 log.warning("the refresh lease ran out before it could be renewed")
                 return
-            self._valid_until = sent + self.ttl_ms / 1000
 
     def release(self) -> None:
         """Stop renewing, then compare-and-delete, retried: a lock left behind blocks every
@@ -160,19 +149,17 @@ class Holding:
 
 
 class RefreshLease:
-    """Takes the store's refresh lock. `clock`/`sleep` are the provider's (injectable)."""
+    """Takes the store's refresh lock. `sleep` is the provider's (injectable)."""
 
     def __init__(
         self,
         *,
         ttl_ms: int,
         poll_interval_s: float,
-        clock: Callable[[], float],
         sleep: Callable[[float], None],
     ) -> None:
         self.ttl_ms = ttl_ms
         self.poll_interval_s = poll_interval_s
-        self._clock = clock
         self._sleep = sleep
 
     def try_acquire(self, store: TokenStore) -> Holding | None:
@@ -180,19 +167,15 @@ class RefreshLease:
         with the same owner token (an acquire whose answer was lost may have landed: the
         owner-checked renewal tells)."""
         owner = secrets.token_hex(16)
-        started = self._clock()  # before the command: the lease cannot have started earlier
         try:
             got = store.acquire_lock(self.ttl_ms, owner)
         except PrometeiError:
-            started = self._clock()
             got = store.acquire_lock(self.ttl_ms, owner)
             if got is None and store.renew_lock(owner, self.ttl_ms):
                 got = owner
         if got is None:
             return None
-        return Holding(
-            store, got, started, ttl_ms=self.ttl_ms, clock=self._clock, sleep=self._sleep
-        )
+        return Holding(store, got, ttl_ms=self.ttl_ms, sleep=self._sleep)
 
     def acquire(self, store: TokenStore, deadline: Deadline) -> Holding | None:
         """Poll for the lease until `deadline`; None if it stayed taken."""

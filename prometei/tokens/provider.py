@@ -71,10 +71,7 @@ class OAuthTokenProvider:
         self._gate = InstanceGate()
         # Late-bound so a test may swap `_clock`/`_sleep` after construction.
         self._lease = RefreshLease(
-            ttl_ms=lock_ttl_ms,
-            poll_interval_s=poll_interval_s,
-            clock=self._now,
-            sleep=self._pause,
+            ttl_ms=lock_ttl_ms, poll_interval_s=poll_interval_s, sleep=self._pause
         )
         self._rotation = Rotation(
             settings,

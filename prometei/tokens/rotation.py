@@ -106,7 +106,9 @@ class Rotation:
         pending = PendingPair.parse(state.markers.get("pending"))
         if pending is not None and pending.replaces == state.version:
             adopted = self._adopt(store, pending)
-            return Use(adopted) if adopted is not None else Wait("a pending pair was adopted")
+            if adopted is not None:
+                return Use(adopted)
+            return Wait("another instance is adopting a pending pair")
         refusal = Refusal.parse(state.markers.get("refused"))
         if refusal is not None and refusal.version == state.version:
             if self._now_ms() >= refusal.final_at_ms:
