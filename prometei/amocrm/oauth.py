@@ -216,7 +216,7 @@ class OAuthClient:
         if response.status_code == 429 or response.status_code >= 500:
             raise UpstreamUnavailable(
                 SERVICE,
-                f"account lookup failed with HTTP {response.status_code}; will retry",
+                f"account lookup at {api_domain.lower()} failed with HTTP {response.status_code}",
                 status=response.status_code,
             )
         if response.status_code != 200:
