@@ -11,7 +11,7 @@ PORT ?= 3000
 TIER_DIRS := tests/e2e tests/redis tests/browser tests/deploy
 UNIT_ARGS := $(addprefix --ignore=,$(TIER_DIRS))
 
-.PHONY: install test lint types unit e2e serve bench clean requirements deploy-check browser
+.PHONY: install test lint types unit e2e serve bench clean requirements deploy-check browser redis redis-server bench-contention
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,20 @@ browser: $(STAMP)
 # command line; without it `inngest-cli` on PATH, else `npx --yes inngest-cli@latest`.
 e2e: $(STAMP)
 	$(BIN)/python -m pytest -q tests/e2e
+
+# The real-Redis tier (tests/redis): Debian redis-server behind an Upstash-REST shim, many OS
+# processes, faults injected. Installs redis-server with apt-get when it is missing (root).
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+redis: $(STAMP) redis-server
+	$(BIN)/python -m pytest -q tests/redis
+
+# Only the contention section of BENCHMARKS.md (real Redis), merged into the existing file.
+bench-contention: $(STAMP) redis-server
+	$(BIN)/python -m bench --only contention --merge
 
 serve: $(STAMP)
 	$(BIN)/python -m prometei serve --port $(PORT)

@@ -414,7 +414,7 @@ ROWS: list[Row] = [
     Row(
         "KV",
         "503 on the lock during refresh",
-        "retried",
+        "synced",  # the lease's acquire is tried twice (its answer may have been lost)
         kv((503, HTML, ""), "SET"),
         oauth=True,
         expired=True,
@@ -430,7 +430,7 @@ ROWS: list[Row] = [
     Row(
         "KV",
         "503 on every token write of one call",
-        "retried",
+        "synced",  # the holder keeps writing a pair amoCRM issued for its persist window
         kv((503, HTML, ""), "EVAL", times=3),
         oauth=True,
         expired=True,

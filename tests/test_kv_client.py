@@ -234,8 +234,8 @@ def test_request_size_limit_stays_a_rejection(kv):
 
 @responses.activate
 def test_token_store_commands_use_the_short_lock_time_timeouts(kv):
-    responses.post(URL, json={"result": [None, None]})
-    responses.post(URL, json={"result": "OK"})
+    responses.post(URL, json={"result": [None, None, None, None, None]})
+    responses.post(URL, json={"result": 1})
     store = KVTokenStore(kv)
     store.read()
     store.acquire_lock(1000)

@@ -779,7 +779,7 @@ def test_token_store_down_before_the_exchange_does_not_spend_the_code(client, am
     amo.add(responses.POST, TOKEN_URL, json=TOKEN_BODY)
     store = get_services().store
 
-    def store_down(ttl_ms: int) -> str | None:
+    def store_down(ttl_ms: int, owner: str | None = None) -> str | None:
         raise UpstreamUnavailable("kv", "no answer within 3s (timeout); will retry")
 
     params = redirect_params(client)

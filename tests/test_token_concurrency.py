@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from prometei.errors import ReconnectRequired
+from prometei.errors import ReconnectRequired, UpstreamUnavailable
 from prometei.store.base import TokenRecord, TokenStore
 from prometei.store.file import FileTokenStore
 from prometei.store.kv import KVClient, KVTokenStore
@@ -46,17 +46,7 @@ def fake_amo() -> Iterator[FakeAmoOAuth]:
 
 def seed_expired(store: TokenStore, fake: FakeAmoOAuth) -> TokenRecord:
     """Store a pair whose access token expired a minute ago; its refresh token is live."""
-    now = int(time.time())
-    fake.live_refresh.add("refresh-0-SECRET")
-    return store.write(
-        TokenRecord(
-            access_token=SecretStr("access-0-SECRET"),
-            refresh_token=SecretStr("refresh-0-SECRET"),
-            expires_at=now - 60,
-            obtained_at=now - 86_460,
-            host=HOST,
-        )
-    )
+    return token_workers.seed_expired_pair(store, fake)
 
 
 def kv_params(shim: KVShim, fake: FakeAmoOAuth) -> dict[str, Any]:
@@ -156,8 +146,9 @@ def test_crash_after_amocrm_answered_before_the_store_write(kv_shim, fake_amo):
 
     What happens: amoCRM has spent refresh-0 and issued refresh-1; the store still holds
     refresh-0 and the dead holder's lease blocks everyone until it runs out. The next refresher
-    gets "Token has been revoked", re-reads the store once, finds nothing newer and asks for a
-    reconnect. After the reconnect (a code exchange stored via store_exchanged) all is well.
+    probes once and gets "Token has been revoked"; the refusal is stored, and it becomes final
+    (ReconnectRequired, nothing sent again) once the dead holder's write window is over. After
+    the reconnect (a code exchange stored via store_exchanged) all is well.
     """
     store = kv_store(kv_shim)
     seed_expired(store, fake_amo)
@@ -173,13 +164,18 @@ def test_crash_after_amocrm_answered_before_the_store_write(kv_shim, fake_amo):
     assert stored is not None and stored.refresh_token.get_secret_value() == "refresh-0-SECRET"
     assert kv_shim.redis.pttl("prometei:amocrm:refresh-lock") > 0  # the dead holder's lease
 
-    survivor = token_workers.build_provider(params, store)
-    with pytest.raises(ReconnectRequired) as info:
-        survivor.access_token()  # waits out the lease, then tries
-
-    assert "/api/oauth/callback" in str(info.value) and "Connect amoCRM" in str(info.value)
-    assert fake_amo.refresh_requests == 2  # exactly one more try, answered "revoked"
+    survivor = token_workers.build_provider(params, store, wait_timeout_s=3)
+    with pytest.raises(UpstreamUnavailable, match="may still store") as info:
+        survivor.access_token()  # waits out the lease, probes once: "revoked"
+    assert info.value.retryable  # the dead holder's write window is not over yet
+    assert fake_amo.refresh_requests == 2
     assert kv_shim.redis.exists("prometei:amocrm:refresh-lock") == 0
+
+    later = token_workers.build_provider(params, store, clock=lambda: time.time() + 600)
+    with pytest.raises(ReconnectRequired) as info:
+        later.access_token()  # every window is over: final, and nothing is sent again
+    assert "/api/oauth/callback" in str(info.value) and "Connect amoCRM" in str(info.value)
+    assert fake_amo.refresh_requests == 2
 
     # Recovery: the operator reconnects; the callback stores the new pair.
     now = int(time.time())

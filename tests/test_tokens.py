@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import responses
 from pydantic import SecretStr
 
@@ -21,9 +22,11 @@ from prometei.errors import (
     ReconnectRequired,
     UpstreamUnavailable,
 )
-from prometei.store.base import TokenRecord, TokenStore
+from prometei.store.base import ANY, TokenRecord, TokenStore
 from prometei.store.file import FileTokenStore
 from prometei.tokens import OAuthTokenProvider, StaticTokenSource, build_token_source
+from prometei.tokens.lease import Deadline
+from prometei.tokens.markers import SENT, RotationMark
 from tests.support.fake_amo_oauth import REVOKED_BODY
 
 HOST = "example.amocrm.ru"
@@ -60,6 +63,7 @@ class CountingStore:
         self.reads = 0
         self.writes = 0
         self.fail_writes = 0
+        self.fail_everything = False
 
     def describe(self) -> str:
         return self.inner.describe()
@@ -67,6 +71,15 @@ class CountingStore:
     def read(self) -> TokenRecord | None:
         self.reads += 1
         return self.inner.read()
+
+    def read_state(self):
+        self.reads += 1
+        return self.inner.read_state()
+
+    def put_marker(self, name, value, *, version, expect=ANY) -> bool:
+        if self.fail_everything:
+            raise UpstreamUnavailable("kv", "write failed (simulated)")
+        return self.inner.put_marker(name, value, version=version, expect=expect)
 
     def write(self, record: TokenRecord) -> TokenRecord:
         self._maybe_fail()
@@ -77,13 +90,18 @@ class CountingStore:
         return self.inner.write_if_version(record, expected_version)
 
     def _maybe_fail(self) -> None:
+        if self.fail_everything:
+            raise UpstreamUnavailable("kv", "write failed (simulated)")
         if self.fail_writes:
             self.fail_writes -= 1
             raise UpstreamUnavailable("kv", "write failed (simulated)")
         self.writes += 1
 
-    def acquire_lock(self, ttl_ms: int) -> str | None:
-        return self.inner.acquire_lock(ttl_ms)
+    def acquire_lock(self, ttl_ms: int, owner: str | None = None) -> str | None:
+        return self.inner.acquire_lock(ttl_ms, owner)
+
+    def renew_lock(self, owner: str, ttl_ms: int) -> bool:
+        return self.inner.renew_lock(owner, ttl_ms)
 
     def release_lock(self, owner: str) -> bool:
         return self.inner.release_lock(owner)
@@ -377,16 +395,58 @@ def test_refresh_if_older_than(store, clock, amo):
 
 
 # ---- store failures and waiting -------------------------------------------------------------
-def test_unsaved_pair_is_kept_in_memory_and_saved_on_the_next_call(store, clock, amo):
+def test_a_refused_write_is_retried_then_offered_as_pending_and_adopted(store, clock, amo):
+    """Invariant (e): the store refuses the record write; the pair is kept as a pending pair
+    that another instance adopts, without a second refresh."""
     put(store, amo, expires_in=-10)
     provider = make(store, clock)
     store.fail_writes = 3
-    with pytest.raises(UpstreamUnavailable, match="token store"):
-        provider.access_token()
-    assert len(amo.calls) == 1 and store.inner.read().version == 1
-    assert provider.access_token() == "acc-SECRET-1"  # flushed, no second refresh
+    assert provider.access_token() == "acc-SECRET-1"
+    assert len(amo.calls) == 1 and store.inner.read().version == 1  # the record write failed
+    assert "pending" in store.inner.read_state().markers
+    other = make(store, clock)  # another instance, cold
+    assert other.access_token() == "acc-SECRET-1"  # adopted, not refreshed
     assert len(amo.calls) == 1
-    assert store.inner.read().refresh_token.get_secret_value() == "ref-SECRET-1"
+    state = store.inner.read_state()
+    assert state.version == 2 and state.markers == {}
+    assert state.record.refresh_token.get_secret_value() == "ref-SECRET-1"
+
+
+def test_a_store_outage_shorter_than_the_persist_window_loses_nothing(store, clock, amo):
+    put(store, amo, expires_in=-10)
+    provider = make(store, clock)
+    store.fail_everything = True
+    outage_ends = clock.now + 5
+
+    def sleep(seconds: float) -> None:
+        Clock.sleep(clock, seconds)
+        if clock.now >= outage_ends:
+            store.fail_everything = False
+
+    provider._sleep = sleep
+    assert provider.access_token() == "acc-SECRET-1"
+    assert store.inner.read().version == 2 and len(amo.calls) == 1
+
+
+def test_a_store_outage_longer_than_the_window_fails_retryably_then_finally(store, clock, amo):
+    """The pair is lost (the documented hazard); others never get a false final answer: until
+    the lost holder's window has passed they get retryable errors, then one probe settles it."""
+    put(store, amo, expires_in=-10)
+    provider = make(store, clock, persist_window_s=3)
+    amo.before_answer = lambda body: setattr(store, "fail_everything", True)
+    with pytest.raises(UpstreamUnavailable, match="refused every write") as info:
+        provider.access_token()
+    assert info.value.retryable and len(amo.calls) == 1
+    amo.before_answer = None
+    store.fail_everything = False
+    other = make(store, clock, wait_timeout_s=5)
+    with pytest.raises(UpstreamUnavailable, match="may still store") as info:
+        other.access_token()  # probes once: "revoked"; the holder's window is still open
+    assert info.value.retryable and len(amo.calls) == 2
+    clock.now += 120  # every window is over
+    with pytest.raises(ReconnectRequired):
+        other.access_token()
+    assert len(amo.calls) == 2  # the refusal is shared: nothing sent again
 
 
 def test_a_loser_waits_for_the_winner_instead_of_refreshing(store, clock, amo):
@@ -426,21 +486,21 @@ def test_a_loser_gives_up_after_the_wait_timeout(store, clock, amo):
 def test_no_secret_reaches_logs_output_errors_or_status(store, clock, amo, caplog, capsys):
     caplog.set_level(logging.DEBUG)
     put(store, amo, expires_in=-10)
-    provider = make(store, clock)
+    provider = make(store, clock, persist_window_s=2)
     messages = []
     provider.access_token()  # refresh
     provider.after_unauthorized("acc-SECRET-1")  # second refresh
-    store.fail_writes = 3
     clock.now += 86400
+    amo.before_answer = lambda body: setattr(store, "fail_everything", True)
     try:
-        provider.access_token()
+        provider.access_token()  # third refresh, lost to a store outage
     except UpstreamUnavailable as exc:
         messages.append(str(exc))
-    provider.access_token()  # flush
-    amo.live.clear()
+    amo.before_answer = None
+    store.fail_everything = False
     clock.now += 86400
     try:
-        provider.access_token()
+        provider.access_token()  # the probe: "revoked", final
     except ReconnectRequired as exc:
         messages.append(str(exc))
     status = provider.status()
@@ -467,28 +527,25 @@ def test_no_secret_reaches_logs_output_errors_or_status(store, clock, amo, caplo
 
 
 # ---- the lease, late writers and lost races (review fixes) ----------------------------------
-def test_the_lease_outlasts_the_worst_case_under_the_lock(store, clock):
+def test_the_lease_table_is_a_bound(store, clock):
+    """docs/token-rotation.md: a renewal sent on time lands before the lease ends; a lost holder
+    (crash, failed release) costs at most one lease; a sender's window covers every request it
+    can still make before its last write."""
     from prometei.amocrm.oauth import TOKEN_TIMEOUT
+    from prometei.http import request_deadline
     from prometei.store.kv import TOKEN_STORE_TIMEOUT
-    from prometei.tokens import PERSIST_ATTEMPTS
+    from prometei.tokens import lease, rotation
 
-    assert TOKEN_STORE_TIMEOUT == (1.0, 3.0) and TOKEN_TIMEOUT == (3.0, 10.0)
-    kv, amo_call = sum(TOKEN_STORE_TIMEOUT), sum(TOKEN_TIMEOUT)
+    store_cmd = request_deadline(TOKEN_STORE_TIMEOUT)
+    token_req = request_deadline(TOKEN_TIMEOUT)
+    ttl_s = lease.LEASE_TTL_MS / 1000
+    assert (store_cmd, token_req) == (4.0, 13.0)
+    assert ttl_s / lease.RENEWALS_PER_LEASE + store_cmd < ttl_s
+    assert ttl_s + lease.POLL_INTERVAL_S < 10  # recovery target after a lost holder
+    assert rotation.sender_window_s() == 3 * token_req + 2 * store_cmd + rotation.PERSIST_WINDOW_S
     provider = make(store, clock)
-    # read, unsaved flush (write + read), refresh, "revoked" read, moved-host lookup, refresh at
-    # the moved host, every persist attempt with its pauses, and the lost-race read.
-    worst = (
-        kv
-        + 2 * kv
-        + amo_call
-        + kv
-        + 2 * amo_call
-        + PERSIST_ATTEMPTS * kv
-        + (PERSIST_ATTEMPTS - 1) * provider.poll_interval_s
-        + kv
-    )
-    assert provider.lock_ttl_ms / 1000 >= 1.5 * worst
-    assert provider.lock_ttl_ms / 1000 < 300  # the Inngest function's maxDuration
+    assert provider.lock_ttl_ms == lease.LEASE_TTL_MS
+    assert provider.wait_timeout_s == lease.WAIT_LIMIT_S
 
 
 def test_a_late_writer_whose_lease_ran_out_does_not_overwrite_a_newer_pair(store, clock, amo):
@@ -516,53 +573,99 @@ def test_a_late_writer_whose_lease_ran_out_does_not_overwrite_a_newer_pair(store
     assert len(amo.calls) == 1
 
 
-def test_a_loser_refused_as_revoked_after_its_lease_ran_out_gets_a_retryable_error(
-    store, clock, amo
-):
+def test_a_refusal_after_a_takeover_is_final_only_after_the_first_senders_window(store, clock, amo):
+    """Invariant (a): an instance whose lease ran out sent the token and may still store its
+    pair; the one that took over gets "revoked" and must not call that final yet."""
+    record = put(store, amo, expires_in=-10)
+    amo.live.clear()  # the first sender spent it
+    first = RotationMark(record.version, "someone-else", SENT, int((clock.now + 60) * 1000))
+    assert store.inner.put_marker("rotation", first.to_json(), version=1, expect=None)
+    provider = make(store, clock, wait_timeout_s=5)
+    with pytest.raises(UpstreamUnavailable, match="may still store") as info:
+        provider.access_token()
+    assert info.value.retryable and len(amo.calls) == 1
+    put(
+        store,
+        amo,
+        expires_in=86400,
+        now=int(clock.now),
+        access="acc-SECRET-late",
+        refresh="ref-SECRET-late",
+    )  # the first sender stores its pair after all
+    assert provider.access_token() == "acc-SECRET-late" and len(amo.calls) == 1
+
+
+def test_a_refusal_is_shared_so_the_token_is_sent_once(store, clock, amo):
+    """Invariant (b): every instance reads the stored refusal instead of rediscovering it."""
     put(store, amo, expires_in=-10)
-    provider = make(store, clock)
-
-    def another_instance_spent_it_and_has_not_stored_yet(body: dict) -> None:
-        clock.now += provider.lock_ttl_ms / 1000 + 1
-        amo.live.discard("ref-SECRET-0")  # the new holder's refresh reached amoCRM first
-        amo.before_answer = None
-
-    amo.before_answer = another_instance_spent_it_and_has_not_stored_yet
-    with pytest.raises(UpstreamUnavailable) as info:
-        provider.access_token()
-    assert info.value.retryable and "lease" in str(info.value)
-    assert len(amo.calls) == 1  # no further amoCRM request once the lease is gone
-    assert store.inner.read().version == 1
-
-
-def test_an_unsaved_pair_is_saved_only_under_the_lock(store, clock, amo):
-    put(store, amo, expires_in=-10)
-    provider = make(store, clock, wait_timeout_s=1, poll_interval_s=0.5)
-    store.fail_writes = 3
-    with pytest.raises(UpstreamUnavailable, match="token store"):
-        provider.access_token()
-    other = store.inner.acquire_lock(60_000)  # another instance holds the lock now
-    assert other is not None
-    with pytest.raises(UpstreamUnavailable, match="waited"):
-        provider.access_token()
-    assert store.writes == 0 and store.inner.read().version == 1  # nothing written meanwhile
-    assert store.inner.release_lock(other)
-    assert provider.access_token() == "acc-SECRET-1"  # saved under our lock, no new refresh
-    stored = store.inner.read()
-    assert stored.version == 2 and stored.refresh_token.get_secret_value() == "ref-SECRET-1"
+    amo.live.clear()
+    for _ in range(3):
+        with pytest.raises(ReconnectRequired):
+            make(store, clock).access_token()
     assert len(amo.calls) == 1
+    assert make(store, clock).status()["problem"].startswith("amoCRM refused")
 
 
-def test_an_unsaved_pair_never_replaces_a_pair_stored_meanwhile(store, clock, amo):
+def test_a_token_being_sent_by_a_live_holder_is_never_sent_again(store, clock, amo):
     put(store, amo, expires_in=-10)
-    provider = make(store, clock)
-    store.fail_writes = 3
-    with pytest.raises(UpstreamUnavailable):
+    other = store.inner.acquire_lock(60_000)
+    mark = RotationMark(1, other, SENT, int((clock.now + 60) * 1000))
+    assert store.inner.put_marker("rotation", mark.to_json(), version=1, expect=None)
+    provider = make(store, clock, wait_timeout_s=2)
+    with pytest.raises(UpstreamUnavailable, match="holds the refresh lock"):
         provider.access_token()
-    # A reconnect stores a new pair; the unsaved one (version 1 -> 2) is obsolete now.
-    put(store, amo, expires_in=86400, access="acc-SECRET-reconnect", refresh="ref-SECRET-rc")
-    assert provider.access_token() == "acc-SECRET-reconnect"
-    assert store.inner.read().version == 2 and len(amo.calls) == 1
+    assert amo.calls == []
+
+
+def test_a_request_that_never_reached_amocrm_leaves_the_token_to_the_next_holder(store, clock, amo):
+    from prometei.http import NotDelivered
+
+    put(store, amo, expires_in=-10)
+    amo.mock.replace(
+        responses.POST,
+        TOKEN_URL,
+        body=requests.ConnectionError(ConnectionRefusedError(111, "Connection refused")),
+    )
+    provider = make(store, clock)
+    with pytest.raises(NotDelivered, match="refused") as info:
+        provider.access_token()
+    assert info.value.retryable
+    assert store.inner.read_state().markers == {}  # nobody sent it: no marker left behind
+    amo.mock.remove(responses.POST, TOKEN_URL)
+    amo.mock.add_callback(responses.POST, TOKEN_URL, callback=amo, content_type="application/json")
+    assert provider.access_token() == "acc-SECRET-1"
+
+
+def test_a_lost_answer_lets_the_next_holder_probe_once(store, clock, amo):
+    put(store, amo, expires_in=-10)
+
+    def spend_then_time_out(request):
+        amo(request)  # amoCRM rotated, the answer never arrives
+        raise requests.ReadTimeout("no answer")
+
+    amo.mock.replace(responses.POST, TOKEN_URL, body=None)
+    amo.mock.remove(responses.POST, TOKEN_URL)
+    amo.mock.add_callback(responses.POST, TOKEN_URL, callback=spend_then_time_out)
+    provider = make(store, clock)
+    with pytest.raises(UpstreamUnavailable, match="read timeout"):
+        provider.access_token()
+    assert RotationMark.parse(store.inner.read_state().markers["rotation"]).state == "lost"
+    amo.mock.remove(responses.POST, TOKEN_URL)
+    amo.mock.add_callback(responses.POST, TOKEN_URL, callback=amo, content_type="application/json")
+    with pytest.raises(ReconnectRequired):
+        make(store, clock).access_token()  # the probe: revoked, and nobody can still write
+    assert len(amo.calls) == 2
+
+
+def test_threads_of_one_instance_wait_no_longer_than_the_limit(store, clock, amo):
+    """Invariant (d): a thread queued behind another thread of the same instance gives up with
+    the same limit as any waiter."""
+    put(store, amo, expires_in=-10)
+    provider = make(store, clock, wait_timeout_s=0.2)
+    inside = provider._gate.enter(Deadline(clock, 1))  # another thread is inside, for good
+    with inside, pytest.raises(UpstreamUnavailable, match="this instance") as info:
+        provider.access_token()
+    assert info.value.retryable and amo.calls == []
 
 
 def test_a_move_to_another_subdomain_is_refused_without_sending_the_tokens(store, clock, amo):

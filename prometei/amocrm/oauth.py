@@ -228,8 +228,8 @@ class OAuthClient:
         if response.status_code == 429 or response.status_code >= 500:
             raise UpstreamUnavailable(
                 SERVICE,
-                f"account lookup failed with HTTP {response.status_code} (amoCRM trouble); "
-                "if it persists, check amoCRM's status",
+                f"account lookup at {api_domain.lower()} failed with HTTP {response.status_code} "
+                "(amoCRM trouble); if it persists, check amoCRM's status",
                 status=response.status_code,
             )
         if response.status_code != 200:

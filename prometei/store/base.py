@@ -11,11 +11,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from prometei.errors import PrometeiError
+
+# `put_marker(expect=ANY)`: set the marker whatever its current value is.
+ANY = "*"
 
 
 class TokenRecord(BaseModel):
@@ -82,15 +86,34 @@ class TokenRecord(BaseModel):
         }
 
 
+# The side fields kept next to the pair (prometei.tokens.rotation gives them meaning). Each
+# refers to one stored version and is dropped by every write of a new pair.
+MARKERS = ("pending", "rotation", "refused")
+
+
+@dataclass(frozen=True)
+class TokenState:
+    """Everything a refresher needs to decide, read in one round-trip: the pair (None when
+    nothing is stored), its version (0 when nothing was ever written) and the raw marker
+    strings (`MARKERS`) that are present."""
+
+    record: TokenRecord | None
+    version: int
+    markers: Mapping[str, str]
+
+
 @runtime_checkable
 class TokenStore(Protocol):
     """Where the one OAuth pair lives, shared by every instance that can see the store.
 
-    `acquire_lock`/`release_lock` are a lease lock with an owner token (Redis `SET NX PX` +
-    compare-and-delete semantics): `acquire_lock` returns the owner token or None when someone
-    else holds an unexpired lease; `release_lock` deletes the lock only if `owner` still holds it.
+    `acquire_lock`/`renew_lock`/`release_lock` are a lease lock with an owner token (Redis
+    `SET NX PX`, owner-checked `PEXPIRE` and compare-and-delete semantics): `acquire_lock`
+    returns the owner token (`owner`, or a new random one) or None when the lock is taken;
+    `renew_lock`/`release_lock` act only if `owner` still holds it (so `renew_lock` also tells
+    whether an acquire whose answer was lost did land).
     A lease can run out under a slow holder, so the lock alone does not protect the record: a
-    refresher writes with `write_if_version`, so a late writer never overwrites a newer pair.
+    refresher writes with `write_if_version`, so a late writer never overwrites a newer pair,
+    and coordinates through version-fenced markers (`put_marker`).
     """
 
     kind: str
@@ -101,18 +124,34 @@ class TokenStore(Protocol):
 
     def read(self) -> TokenRecord | None: ...
 
+    def read_state(self) -> TokenState:
+        """The pair, its version and the markers, atomically."""
+        ...
+
     def write(self, record: TokenRecord) -> TokenRecord:
-        """Persist `record` unconditionally (its `version` is ignored); returns it with the new
-        version. Only for a pair nobody else can have superseded (a fresh code exchange)."""
+        """Persist `record` unconditionally (its `version` is ignored) and drop the markers;
+        returns it with the new version. Only for a pair nobody else can have superseded (a
+        fresh code exchange)."""
         ...
 
     def write_if_version(self, record: TokenRecord, expected_version: int) -> TokenRecord | None:
         """Compare-version write (fencing): persist `record` only if the stored version still
-        equals `expected_version` (0: nothing stored yet), atomically. Returns the record with
-        its new version, or None when someone else wrote meanwhile (nothing was changed)."""
+        equals `expected_version` (0: nothing stored yet), atomically, and drop the markers.
+        Returns the record with its new version, or None when someone else wrote meanwhile
+        (nothing was changed)."""
         ...
 
-    def acquire_lock(self, ttl_ms: int) -> str | None: ...
+    def put_marker(
+        self, name: str, value: str | None, *, version: int, expect: str | None = ANY
+    ) -> bool:
+        """Set marker `name` to `value` (None deletes it), only if the stored version is still
+        `version` and the marker's current value is `expect` (None: absent; `ANY`: whatever it
+        is), atomically. True when it was set."""
+        ...
+
+    def acquire_lock(self, ttl_ms: int, owner: str | None = None) -> str | None: ...
+
+    def renew_lock(self, owner: str, ttl_ms: int) -> bool: ...
 
     def release_lock(self, owner: str) -> bool: ...
 
@@ -139,6 +178,16 @@ class StateStore(Protocol):
     def put_if_absent(self, key: str, value: str, *, ttl_s: int | None = None) -> bool: ...
 
     def delete(self, key: str) -> bool: ...
+
+
+def check_marker(name: str, value: str | None, expect: str | None) -> None:
+    """ValueError for a marker name or value the stores cannot hold (a programming error)."""
+    if name not in MARKERS:
+        raise ValueError(f"unknown token-store marker {name!r}")
+    if value is not None and value in ("", ANY):
+        raise ValueError("a marker value must be a non-empty string other than ANY")
+    if expect == "":
+        raise ValueError("expect an absent marker with None, not an empty string")
 
 
 STATE_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,199}$")

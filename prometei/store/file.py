@@ -7,6 +7,8 @@ Files in the directory (created with mode 0700):
 - `amocrm-tokens.json`: the record plus its version, replaced atomically (temp file in the same
   directory, fsync, `os.replace`), mode 0600. A reader sees the old or the new file, never half.
 - `amocrm-refresh-lease.json`: the refresh lock's current owner token and lease expiry.
+- `amocrm-token-markers.json`: the rotation markers (`pending`, `rotation`, `refused`) that
+  refer to the stored version; removed by every write of a new pair.
 - `state.json`: the `StateStore` values (cursors, lead -> record ids, nonces) with their expiry.
 - `.guard`: an `fcntl.flock` mutex held only for the few milliseconds it takes to check and
   change the two files above, so version bumps, compare-version writes and lease take-overs
@@ -26,10 +28,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from prometei.store.base import StoreCorrupt, TokenRecord, check_state_key, check_ttl
+from prometei.store.base import (
+    ANY,
+    MARKERS,
+    StoreCorrupt,
+    TokenRecord,
+    TokenState,
+    check_marker,
+    check_state_key,
+    check_ttl,
+)
 
 TOKENS_FILE = "amocrm-tokens.json"
 LEASE_FILE = "amocrm-refresh-lease.json"
+MARKERS_FILE = "amocrm-token-markers.json"
 GUARD_FILE = ".guard"
 STATE_FILE = "state.json"
 
@@ -106,6 +118,10 @@ class FileTokenStore(_GuardedDirectory):
     def describe(self) -> str:
         return f"local file {self.tokens_path}"
 
+    @property
+    def markers_path(self) -> Path:
+        return self.directory / MARKERS_FILE
+
     # ---- token record -------------------------------------------------------------------
     def read(self) -> TokenRecord | None:
         data = self._load(self.tokens_path)
@@ -115,6 +131,14 @@ class FileTokenStore(_GuardedDirectory):
         if not isinstance(version, int):
             raise StoreCorrupt(f"{self.tokens_path} has a non-integer version; reconnect amoCRM")
         return TokenRecord.from_storage(json.dumps(data), version)
+
+    def read_state(self) -> TokenState:
+        # Under the guard: the record and the markers must come from the same moment.
+        with self._guard():
+            record = self.read()
+            version = self._stored_version()
+            markers = self._markers()
+        return TokenState(record, version, markers)
 
     def write(self, record: TokenRecord) -> TokenRecord:
         with self._guard():
@@ -131,29 +155,64 @@ class FileTokenStore(_GuardedDirectory):
             self._write_record(record, current + 1)
         return record.model_copy(update={"version": current + 1})
 
+    def put_marker(
+        self, name: str, value: str | None, *, version: int, expect: str | None = ANY
+    ) -> bool:
+        check_marker(name, value, expect)
+        with self._guard():
+            if self._stored_version() != version:
+                return False
+            markers = self._markers()
+            if expect != ANY and markers.get(name) != expect:
+                return False
+            if value is None:
+                markers.pop(name, None)
+            else:
+                markers[name] = value
+            self._atomic_write(self.markers_path, dict(markers))
+        return True
+
     def _stored_version(self) -> int:
         """The stored record's version (0 when there is none). Call with the guard held."""
         current = self._load(self.tokens_path)
         previous = current.get("version", 0) if current else 0
         return previous if isinstance(previous, int) else 0
 
+    def _markers(self) -> dict[str, str]:
+        data = self._load(self.markers_path) or {}
+        return {k: v for k, v in data.items() if k in MARKERS and isinstance(v, str)}
+
     def _write_record(self, record: TokenRecord, version: int) -> None:
         data = json.loads(record.to_storage())
         data["version"] = version
         self._atomic_write(self.tokens_path, data)
+        self.markers_path.unlink(missing_ok=True)  # they referred to the version just replaced
 
     # ---- refresh lease ------------------------------------------------------------------
-    def acquire_lock(self, ttl_ms: int) -> str | None:
+    def acquire_lock(self, ttl_ms: int, owner: str | None = None) -> str | None:
         path = self.directory / LEASE_FILE
+        owner = owner or secrets.token_hex(16)
         with self._guard():
             lease = self._load(path)
             now_ms = int(self._clock() * 1000)
             expires_at_ms = lease.get("expires_at_ms") if lease else None
-            if isinstance(expires_at_ms, int) and expires_at_ms > now_ms:
+            held = isinstance(expires_at_ms, int) and expires_at_ms > now_ms
+            if held and lease is not None and lease.get("owner") != owner:
                 return None
-            owner = secrets.token_hex(16)
             self._atomic_write(path, {"owner": owner, "expires_at_ms": now_ms + int(ttl_ms)})
             return owner
+
+    def renew_lock(self, owner: str, ttl_ms: int) -> bool:
+        path = self.directory / LEASE_FILE
+        with self._guard():
+            lease = self._load(path)
+            now_ms = int(self._clock() * 1000)
+            if not lease or lease.get("owner") != owner:
+                return False
+            if int(lease.get("expires_at_ms", 0)) <= now_ms:
+                return False  # ran out: it may be someone else's by now
+            self._atomic_write(path, {"owner": owner, "expires_at_ms": now_ms + int(ttl_ms)})
+            return True
 
     def release_lock(self, owner: str) -> bool:
         path = self.directory / LEASE_FILE

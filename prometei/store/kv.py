@@ -26,7 +26,15 @@ from prometei.errors import (
 )
 from prometei.http import make_session, retry_after_seconds, send
 from prometei.redaction import redact
-from prometei.store.base import TokenRecord, check_state_key, check_ttl
+from prometei.store.base import (
+    ANY,
+    MARKERS,
+    TokenRecord,
+    TokenState,
+    check_marker,
+    check_state_key,
+    check_ttl,
+)
 
 SERVICE = "kv"
 # KV calls sit on the path of every amoCRM call: fail fast rather than eat the step's budget.
@@ -114,7 +122,7 @@ class KVClient:
         if status == 429 or status >= 500:
             raise UpstreamUnavailable(
                 SERVICE,
-                f"{name} failed with HTTP {status}; will retry",
+                f"{name} failed with HTTP {status} at {self.host}",
                 status=status,
                 body_excerpt=body_text,
                 retry_after_seconds=retry_after_seconds(response),
@@ -146,8 +154,8 @@ class KVClient:
                 raise UpstreamUnavailable(
                     SERVICE,
                     f"{name} refused: the Upstash plan's request quota is used up "
-                    f"({excerpt(error, 120)}); will retry. If it keeps happening, raise the "
-                    "KV store's plan limits (Vercel → Storage, or the Upstash console)",
+                    f"({excerpt(error, 120)}); it clears by itself. If it keeps happening, "
+                    "raise the KV store's plan limits (Vercel → Storage, or the Upstash console)",
                     status=status,
                     body_excerpt=body_text,
                 )
@@ -165,10 +173,12 @@ class KVClient:
 
 
 # KEYS[1] = record hash. Bumps the version and stores the JSON in one atomic step, so two
-# writers can never end up with the same version. Unconditional: only for a code exchange.
+# writers can never end up with the same version; the markers refer to the old version and go.
+# Unconditional: only for a code exchange.
 _WRITE_SCRIPT = (
     "local v = redis.call('HINCRBY', KEYS[1], 'version', 1) "
     "redis.call('HSET', KEYS[1], 'record', ARGV[1]) "
+    "redis.call('HDEL', KEYS[1], 'pending', 'rotation', 'refused') "
     "return v"
 )
 # Compare-version write (fencing, reference §B8): ARGV[1] = JSON, ARGV[2] = the version the
@@ -179,7 +189,28 @@ _WRITE_IF_VERSION_SCRIPT = (
     "if cur ~= tonumber(ARGV[2]) then return -1 end "
     "local v = redis.call('HINCRBY', KEYS[1], 'version', 1) "
     "redis.call('HSET', KEYS[1], 'record', ARGV[1]) "
+    "redis.call('HDEL', KEYS[1], 'pending', 'rotation', 'refused') "
     "return v"
+)
+# Version-fenced compare-and-set of one marker field: ARGV = name, value ('' deletes), the
+# version the caller read, the value expected now ('*' any, '' absent). 1 set, 0 the marker
+# differs, -1 the version differs.
+_PUT_MARKER_SCRIPT = (
+    "local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '0') "
+    "if cur ~= tonumber(ARGV[3]) then return -1 end "
+    "if ARGV[4] ~= '*' then "
+    "local now = redis.call('HGET', KEYS[1], ARGV[1]) "
+    "if ARGV[4] == '' then if now then return 0 end "
+    "elseif now ~= ARGV[4] then return 0 end "
+    "end "
+    "if ARGV[2] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) "
+    "else redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end "
+    "return 1"
+)
+# Owner-checked renewal (reference §B8 "extend", in milliseconds).
+_RENEW_SCRIPT = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
 )
 # Compare-and-delete (reference §B8): only the owner may release; never a bare DEL.
 _RELEASE_SCRIPT = (
@@ -189,10 +220,12 @@ _RELEASE_SCRIPT = (
 
 
 class KVTokenStore:
-    """The token pair in a Redis hash and the refresh lock as a `SET NX PX` lease key.
+    """The token pair in a Redis hash and the refresh lock as a lease key.
 
-    Keys: `<prefix>:tokens` (hash: `record` JSON + `version`) and `<prefix>:refresh-lock`.
-    Every command uses `timeout` (default `TOKEN_STORE_TIMEOUT`, tighter than the client's).
+    Keys: `<prefix>:tokens` (hash: `record` JSON + `version`, plus the markers `pending`,
+    `rotation` and `refused` while a rotation is in trouble) and `<prefix>:refresh-lock`.
+    Every command uses `timeout` (default `TOKEN_STORE_TIMEOUT`, tighter than the client's)
+    and so the whole-request deadline connect + read.
     """
 
     kind = "kv"
@@ -215,13 +248,20 @@ class KVTokenStore:
         return f"Vercel KV (Upstash REST) at {self.client.host}, key {self.tokens_key}"
 
     def read(self) -> TokenRecord | None:
-        result = self._command("HMGET", self.tokens_key, "record", "version")
-        if not isinstance(result, list) or len(result) != 2:
-            raise UpstreamProtocolError(SERVICE, "HMGET answered something other than 2 values")
-        raw, version = result
-        if raw is None:
-            return None
-        return TokenRecord.from_storage(raw, int(version or 0))
+        return self.read_state().record
+
+    def read_state(self) -> TokenState:
+        fields = ("record", "version", *MARKERS)
+        result = self._command("HMGET", self.tokens_key, *fields)
+        if not isinstance(result, list) or len(result) != len(fields):
+            raise UpstreamProtocolError(
+                SERVICE, f"HMGET answered something other than {len(fields)} values"
+            )
+        raw, version, *markers = result
+        number = int(version or 0)
+        record = None if raw is None else TokenRecord.from_storage(raw, number)
+        present = {n: str(v) for n, v in zip(MARKERS, markers, strict=True) if v is not None}
+        return TokenState(record, number, present)
 
     def write(self, record: TokenRecord) -> TokenRecord:
         version = self._command("EVAL", _WRITE_SCRIPT, 1, self.tokens_key, record.to_storage())
@@ -244,11 +284,31 @@ class KVTokenStore:
             return None
         return record.model_copy(update={"version": version})
 
-    def acquire_lock(self, ttl_ms: int) -> str | None:
-        owner = secrets.token_hex(16)
+    def put_marker(
+        self, name: str, value: str | None, *, version: int, expect: str | None = ANY
+    ) -> bool:
+        check_marker(name, value, expect)
+        result = self._command(
+            "EVAL",
+            _PUT_MARKER_SCRIPT,
+            1,
+            self.tokens_key,
+            name,
+            value or "",
+            int(version),
+            "" if expect is None else expect,
+        )
+        return bool(result == 1)
+
+    def acquire_lock(self, ttl_ms: int, owner: str | None = None) -> str | None:
         # "OK" when we set it; null when the key exists (NX prevented the write).
-        result = self._command("SET", self.lock_key, owner, "NX", "PX", int(ttl_ms))
-        return owner if result == "OK" else None
+        token = owner or secrets.token_hex(16)
+        result = self._command("SET", self.lock_key, token, "NX", "PX", int(ttl_ms))
+        return token if result == "OK" else None
+
+    def renew_lock(self, owner: str, ttl_ms: int) -> bool:
+        result = self._command("EVAL", _RENEW_SCRIPT, 1, self.lock_key, owner, int(ttl_ms))
+        return bool(result == 1)
 
     def release_lock(self, owner: str) -> bool:
         result = self._command("EVAL", _RELEASE_SCRIPT, 1, self.lock_key, owner)
