@@ -1,6 +1,9 @@
 # Two commands set everything up on a fresh machine with Python 3.11+ and pip:
 #   make serve   - the local all-in-one server (INNGEST_DEV=1, local file token store)
-#   make test    - lint, types and the whole test suite
+#   make test    - the whole suite: lint, types, the unit tier, then every tier that runs a real
+#                  program (e2e: Inngest dev server; redis; browser: Chromium; deploy-check:
+#                  the Vercel CLI). Each tier installs what it needs (pip, apt-get, npm).
+#   make check   - the quick part alone: lint, types and the unit tier
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,7 +14,7 @@ PORT ?= 3000
 TIER_DIRS := tests/e2e tests/redis tests/browser tests/deploy
 UNIT_ARGS := $(addprefix --ignore=,$(TIER_DIRS))
 
-.PHONY: install test lint types unit e2e serve bench clean requirements deploy-check browser redis redis-server bench-contention
+.PHONY: install test check lint types unit e2e serve bench clean requirements deploy-check browser redis redis-server bench-contention
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +32,9 @@ types: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q $(UNIT_ARGS)
 
-test: lint types unit
+check: lint types unit
+
+test: check e2e redis browser deploy-check
 
 # Headless Chromium (Debian's, driven by Playwright) runs the connect flow against a fake amoCRM;
 # the script installs chromium (apt) and axe-core (npm) when they are missing.
