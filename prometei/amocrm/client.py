@@ -1,8 +1,9 @@
 """amoCRM API v4 client: leads (one, or a filtered page), a contact, a company, the lead
 pipelines and the account.
 
-Every request goes through `_get`, which adds the bearer token, waits for the rate limiter and
-maps amoCRM's answers onto our error tree (reference: amocrm.md §3.4, §4.3):
+Every request goes through `_call` (reads through its `_get` shorthand), which adds the bearer
+token, waits for the rate limiter and maps amoCRM's answers onto our error tree (reference:
+amocrm.md §3.4, §4.3):
 
     200        JSON body (anything else is a protocol error, retryable)
     204, 404   "nothing there": a missing lead, an empty list page
@@ -175,35 +176,51 @@ class AmoCRMClient:
     # ---- transport ----------------------------------------------------------------------
     def _get(self, path: str, params: dict[str, str]) -> dict[str, Any] | None:
         """GET `path` as the account; the JSON object, or None for 204/404. Raises ours."""
+        return self._call("GET", path, params)
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None = None,
+        json_body: Any = None,
+    ) -> dict[str, Any] | None:
+        """`method` `path` as the account (a JSON body for writes); the JSON object answered,
+        or None for 204/404. Raises ours. Every amoCRM request of this client passes here, so
+        the limiter and the one-refresh rule apply to reads and writes alike."""
         url = request_origin(self._host(), self._api_base_url) + path
         used = [self._tokens.access_token()]
-        response = self._request(url, params, used[0])
+        response = self._request(method, url, params or {}, json_body, used[0])
         try:
             if response.status_code == 401:
                 # One new token, one retry: a second 401 means the grant itself is dead, and
                 # looping on refresh would burn single-use refresh tokens.
                 used.append(self._fresh_token(used[0]))
-                response = self._request(url, params, used[1])
+                response = self._request(method, url, params or {}, json_body, used[1])
                 if response.status_code == 401:
                     raise _unauthorized()
-            return self._interpret(path, response)
+            return self._interpret(method, path, response)
         except UpstreamError as exc:
             # Error pages sometimes echo the request; make sure no token rides along.
             _scrub_tokens(exc, *used)
             raise
 
-    def _request(self, url: str, params: dict[str, str], token: str) -> requests.Response:
+    def _request(
+        self, method: str, url: str, params: dict[str, str], json_body: Any, token: str
+    ) -> requests.Response:
         self._limiter.acquire()
+        extra: dict[str, Any] = {} if json_body is None else {"json": json_body}
         response = send(
             self._session,
             SERVICE,
-            "GET",
+            method,
             url,
             params=params,
             headers={"Authorization": f"Bearer {token}"},
             timeout=self._timeout,
+            **extra,
         )
-        log.debug("amoCRM GET %s -> %s", url.split("?", 1)[0], response.status_code)
+        log.debug("amoCRM %s %s -> %s", method, url.split("?", 1)[0], response.status_code)
         return response
 
     def _fresh_token(self, rejected: str) -> str:
@@ -213,7 +230,9 @@ class AmoCRMClient:
             raise _unauthorized()
         return fresh
 
-    def _interpret(self, path: str, response: requests.Response) -> dict[str, Any] | None:
+    def _interpret(
+        self, method: str, path: str, response: requests.Response
+    ) -> dict[str, Any] | None:
         status = response.status_code
         if status in (204, 404):
             # 204 is amoCRM's "no data for this request" (also for a missing lead by id);
@@ -252,7 +271,7 @@ class AmoCRMClient:
                 response,
                 retry_after=_retry_after(response, None),
             )
-        raise _error(UpstreamRejected, f"amoCRM refused GET {path} ({status})", response)
+        raise _error(UpstreamRejected, f"amoCRM refused {method} {path} ({status})", response)
 
     def _host(self) -> str:
         """The account host, checked: a token only ever goes to `<sub>.<known domain>`."""
