@@ -35,15 +35,23 @@ def assert_no_secrets(run, caplog) -> None:
         assert secret not in logs, f"{name} leaked into a log line"
 
 
-@pytest.mark.parametrize("event_name", ["crm/create-deal", "erp/task.create"])
-def test_deal_event_writes_one_record(app_client, erp, event_name, caplog) -> None:
+@pytest.mark.parametrize(
+    ("event_name", "steps"),
+    [
+        ("crm/create-deal", ["write-erp-record"]),
+        # The TypeScript version's shape on its event: first a look for an old run's memo
+        # (tests/test_legacy_deal_runs.py).
+        ("erp/task.create", ["validate-input", "write-erp-record"]),
+    ],
+)
+def test_deal_event_writes_one_record(app_client, erp, event_name, steps, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     event = deal_event({"dealName": "  Order #1042 ", "amount": "15000.50"}, event_name)
     run = run_function(app_client, FN, event)
 
     assert run.status == "Completed", run.output
-    assert run.calls == 2  # one step + the final call
-    assert [op["userland"]["id"] for op in run.step_outputs] == ["write-erp-record"]
+    assert run.calls == len(steps) + 1  # one call per step + the final call
+    assert [op["userland"]["id"] for op in run.step_outputs] == steps
     (insert,) = erp.actions("insert")
     assert insert["entity_id"] == 70  # ERP_ENTITY_ID default
     assert insert["items"] == {"field_1039": "Order #1042", "field_1040": "15000.5"}

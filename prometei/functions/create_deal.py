@@ -3,7 +3,10 @@
 Triggered by `crm/create-deal` and `erp/task.create` (same data, see `prometei.deals`), sent by
 other internal systems, by `python -m prometei deals send`, and by `batch-create-crm-deals`
 (one event per deal of a batch). Invalid data fails the run at once (NonRetriableError naming
-every problem); valid data is written by one step, `write-erp-record`.
+every problem); valid data is written by one step, `write-erp-record`. Runs the TypeScript
+version started under this id (old steps `validate-input`, `create-erp-task`) are recognised
+and finished by `prometei.functions.legacy_deal`: an `erp/task.create` event in the old shape
+(only dealName, entityId, amount) costs one step more, for that check.
 
 No duplicates: a repeated event id is dropped by Inngest (24 h), and the deal's `externalId`
 (the sender's, else one derived from the event id) identifies its record: with
@@ -42,6 +45,11 @@ from prometei.deals import (
 from prometei.errors import InputError
 from prometei.functions.boundary import run_step
 from prometei.functions.client import definitions
+from prometei.functions.legacy_deal import (
+    may_be_previous_version_run,
+    previous_version_output,
+    started_by_previous_version,
+)
 from prometei.logs import log_context
 from prometei.services import get_services
 
@@ -102,6 +110,10 @@ def heading_of(entity_id: int) -> str:
 def create_erp_task(ctx: inngest.ContextSync) -> dict[str, Any]:
     """The handler (module-level so tests can drive it with `inngest.experimental.mocked`)."""
     settings = get_services().settings
+    # A run the TypeScript version started under this id, resumed by this code (legacy_deal).
+    previous_run = may_be_previous_version_run(ctx.event) and started_by_previous_version(ctx)
+    if previous_run and (done := previous_version_output(ctx)) is not None:
+        return done
     try:
         deal = parse_deal(ctx.event.data, settings=settings)
     except DealValidationError as exc:
@@ -124,6 +136,8 @@ def create_erp_task(ctx: inngest.ContextSync) -> dict[str, Any]:
             written.get("record_id"),
         )
     origin: dict[str, Any] = {k: data[k] for k in ORIGIN_KEYS if k in data}
+    if previous_run:
+        origin["previous_version_run"] = True
     return {"status": "done", "dealName": deal.deal_name, **written, **origin}
 
 

@@ -12,8 +12,9 @@ filter and account check, and that dedupe across paths. An unreadable event fail
 `finish_old_layout_run(ctx)`: Inngest resumes runs the old `amocrm-webhook-handler` started
 (steps parse-webhook, authenticate-amocrm / get-amocrm-token, fetch-lead-data, create-erp-task)
 against this code, and both SDKs name a step by the sha1 of its id, so the old memos arrive
-under our step names. The run never reads the old outputs beyond telling whether the old write
-happened (the token step's output holds a token in clear: it is never touched), then ends as:
+under our step names (`prometei.functions.previous_runs` reads them). The run never reads the
+old outputs beyond telling whether the old write happened (the token step's output holds a token
+in clear: it is never touched), then ends as:
 
 - the old create-erp-task finished with a Rukovoditel success: `done_by_previous_version`, the
   record id, nothing written again;
@@ -33,12 +34,12 @@ import inngest
 
 from prometei.amocrm.legacy import LEGACY_EVENT, parse_legacy_event
 from prometei.amocrm.webhook import account_problem
-from prometei.errors import InputError, PrometeiError, excerpt
+from prometei.errors import InputError, PrometeiError
 from prometei.events import Event, LeadEventBatch, build_lead_events
 from prometei.functions.boundary import run_step, skipped
 from prometei.functions.client import definitions
+from prometei.functions.previous_runs import claim, is_claim, previous_write
 from prometei.logs import log_context
-from prometei.redaction import redact
 from prometei.services import get_services
 
 FN_ID = "amocrm-legacy-webhook"
@@ -46,7 +47,6 @@ SEND_STEP = "send-lead-events"
 # The old layout's step ids, reused on purpose: asking for them is how the old memos are read.
 OLD_FETCH_STEP = "fetch-lead-data"
 OLD_WRITE_STEP = "create-erp-task"
-CLAIM_MARK = "prometei_claimed"
 
 
 # ---- new events -----------------------------------------------------------------------------
@@ -111,64 +111,26 @@ def amocrm_legacy_webhook(ctx: inngest.ContextSync) -> dict[str, Any]:
 # ---- runs of the old layout, resumed by this code -------------------------------------------
 
 
-def _claim(attempt: int) -> dict[str, Any]:
-    """Step body run under an old step id that has no memo: marks it as ours, with the attempt
-    number the executor was at (above 0: the old step there had failed before)."""
-    return {CLAIM_MARK: True, "attempt": attempt}
-
-
-def _is_claim(value: Any) -> bool:
-    return isinstance(value, dict) and value.get(CLAIM_MARK) is True
-
-
 def finish_old_layout_run(ctx: inngest.ContextSync) -> dict[str, Any]:
     """End a run the TypeScript version started: see the module docstring for the outcomes."""
     with log_context(event_id=ctx.event.id, run_id=ctx.run_id, fn_id="amocrm-webhook-handler"):
         # Read first, so a call the executor targets at either old step finds it.
         try:
-            old_fetch_done = not _is_claim(ctx.step.run(OLD_FETCH_STEP, _claim, ctx.attempt))
+            old_fetch_done = not is_claim(claim(ctx, OLD_FETCH_STEP))
         except inngest.StepError:
             old_fetch_done = False  # the old fetch failed for good: its write never started
-        try:
-            written = ctx.step.run(OLD_WRITE_STEP, _claim, ctx.attempt)
-        except inngest.StepError as exc:
-            what = f"its create-erp-task step failed ({_shown(exc.message)})"
-            raise _unsure(ctx.event, what) from None
-        if not _is_claim(written):
-            return _after_old_write(ctx, written)
-        if old_fetch_done and int(written.get("attempt") or 0) > 0:
-            raise _unsure(
-                ctx.event,
-                "its create-erp-task step had failed just before the switch, and a failed "
-                "attempt may still have created the record",
-            )
+        record_id = previous_write(
+            ctx, OLD_WRITE_STEP, may_have_started=old_fetch_done, check=_check(ctx.event)
+        )
+        if record_id is not None:
+            return {
+                "status": "done_by_previous_version",
+                "reason": "the previous version had already written the ERP record",
+                "record_id": record_id,
+                "lead_ids": _lead_ids(ctx.event),
+            }
         ctx.logger.info("resuming a run of the previous version: dispatching its lead events")
         return {**dispatch(ctx, lead_events_of(ctx.event)), "previous_version_run": True}
-
-
-def _after_old_write(ctx: inngest.ContextSync, written: Any) -> dict[str, Any]:
-    record_id = _record_id(written)
-    if record_id is not None:
-        return {
-            "status": "done_by_previous_version",
-            "reason": "the previous version had already written the ERP record",
-            "record_id": record_id,
-            "lead_ids": _lead_ids(ctx.event),
-        }
-    if isinstance(written, dict) and written.get("status") == "error":
-        # Rukovoditel refused the old insert (HTTP 200 with status "error"): no record exists.
-        return {**dispatch(ctx, lead_events_of(ctx.event)), "previous_version_run": True}
-    raise _unsure(ctx.event, "its create-erp-task step returned something that is not a record id")
-
-
-def _record_id(answer: Any) -> str | None:
-    """The record id in Rukovoditel's success answer `{"status": "success", "data": {"id"}}`."""
-    if not isinstance(answer, dict) or answer.get("status") != "success":
-        return None
-    data = answer.get("data")
-    record_id = data.get("id") if isinstance(data, dict) else None
-    text = str(record_id) if isinstance(record_id, str | int) else ""
-    return text if text.isdigit() else None
 
 
 def _lead_ids(event: inngest.Event) -> list[int]:
@@ -178,14 +140,9 @@ def _lead_ids(event: inngest.Event) -> list[int]:
         return []
 
 
-def _unsure(event: inngest.Event, what: str) -> inngest.NonRetriableError:
+def _check(event: inngest.Event) -> str:
     leads = ", ".join(str(lead_id) for lead_id in _lead_ids(event)) or "<lead id>"
-    return inngest.NonRetriableError(
-        f"run started by the previous (TypeScript) version: {what}. Not writing again, to "
-        f"avoid a second record: check the ERP for lead {leads}; if it has no record, run "
+    return (
+        f"check the ERP for lead {leads}; if it has no record, run "
         f"python -m prometei replay {leads.replace(', ', ' ')}"
     )
-
-
-def _shown(message: str) -> str:
-    return excerpt(redact(message), limit=200)

@@ -330,6 +330,32 @@ class DevServerAPI:
             what=lambda: f"the run of event {ulid} to end (now: {self.event_runs(ulid)})",
         )
 
+    def step_outputs(self, run_id: str) -> list[tuple[str, str]]:
+        """(step name, stored output or error as JSON text) for every span of run `run_id`
+        that has one, failed attempts included: the step state Inngest keeps for the run.
+        The run's own output is listed as "Run"; an attempt under its step's name."""
+        span = "name outputID"
+        trace = self._graphql(
+            f"query($id: String!) {{ runTrace(runID: $id) {{ {span} childrenSpans {{ {span} "
+            f"childrenSpans {{ {span} }} }} }} }}",
+            {"id": run_id},
+        )["runTrace"]
+        found: list[tuple[str, str]] = []
+
+        def collect(node: dict[str, Any], label: str) -> None:
+            if node.get("outputID"):
+                stored = self._graphql(
+                    "query($id: String!) { runTraceSpanOutputByID(outputID: $id) "
+                    "{ data error { name message stack } } }",
+                    {"id": node["outputID"]},
+                )["runTraceSpanOutputByID"]
+                found.append((label, stored["data"] or json.dumps(stored["error"])))
+            for child in node.get("childrenSpans") or []:
+                collect(child, child["name"] if node is trace else label)
+
+        collect(trace, "Run")
+        return found
+
     def invoke(self, slug: str, data: dict[str, Any] | None = None) -> None:
         """Start a function by hand, as the dev server's Invoke button does (crons too)."""
         answer = self._graphql(
