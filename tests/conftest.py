@@ -23,6 +23,7 @@ PROJECT_ENV_PREFIXES = (
     "PROMETEI_",
     "VERCEL",
     "PUBLIC_URL",
+    "CRM_PUBLIC_URL",
 )
 
 TEST_SECRETS = {
