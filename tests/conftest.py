@@ -117,6 +117,17 @@ def mock() -> Iterator[responses.RequestsMock]:
 
 
 @pytest.fixture
+def amo_account(mock):
+    """A stateful fake amoCRM account at AMO_BASE (tests.fakes.amocrm) answering `mock`'s
+    requests; it accepts the test long-lived token. Leads are added by the test."""
+    from tests.fakes.amocrm import FakeAmoCRM
+
+    fake = FakeAmoCRM(access_tokens=(TEST_SECRETS["AMOCRM_ACCESS_TOKEN"],))
+    fake.install(mock, AMO_BASE)
+    return fake
+
+
+@pytest.fixture
 def erp(mock):
     """A stateful fake Rukovoditel at ERP_URL (tests.fakes.rukovoditel)."""
     from tests.fakes.rukovoditel import FakeRukovoditel

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from prometei.amocrm.failure_note import failure_note_text
-from tests.conftest import AMO_BASE, TEST_SECRETS
+from tests.conftest import TEST_SECRETS
 from tests.fakes.amocrm import FakeAmoCRM, server_error
 from tests.fakes.web import FakeRequest
 from tests.support.executor import make_event, run_function
@@ -25,15 +25,22 @@ RUN_ID = "01JF0RFA1LEDRUN0000000000"
 
 
 @pytest.fixture
-def amo(mock) -> FakeAmoCRM:
-    fake = FakeAmoCRM(access_tokens=(TEST_SECRETS["AMOCRM_ACCESS_TOKEN"],))
-    fake.add_lead(LEAD_ID, name="Order #1042", price=15000)
-    return fake.install(mock, AMO_BASE)  # type: ignore[return-value]
+def amo(amo_account: FakeAmoCRM) -> FakeAmoCRM:
+    amo_account.add_lead(LEAD_ID, name="Order #1042", price=15000)
+    return amo_account
 
 
 @pytest.fixture
 def failure_note(set_env) -> None:
     set_env(AMOCRM_FAILURE_NOTE="1")
+
+
+@pytest.fixture
+def app_client(failure_note):
+    """/api/inngest with AMOCRM_FAILURE_NOTE on: the failure handler is registered only then."""
+    from prometei.web.apps import create_inngest_app
+
+    return create_inngest_app().test_client()
 
 
 def failed_event(error: Any, *, lead_id: Any = LEAD_ID, run_id: str = RUN_ID) -> dict[str, Any]:
@@ -156,9 +163,10 @@ def test_a_note_that_cannot_be_added_fails_the_handler_and_frees_the_reason(
 @pytest.mark.parametrize(
     ("env", "lead_id", "reason"),
     [
-        ({}, LEAD_ID, "AMOCRM_FAILURE_NOTE is off"),
-        ({"AMOCRM_FAILURE_NOTE": "1"}, None, "the failed run's event names no lead"),
-        ({"AMOCRM_FAILURE_NOTE": "1"}, "abc", "the failed run's event names no lead"),
+        # switched off after the app registered the handler (a run of the old deployment)
+        ({"AMOCRM_FAILURE_NOTE": None}, LEAD_ID, "AMOCRM_FAILURE_NOTE is off"),
+        ({}, None, "the failed run's event names no lead"),
+        ({}, "abc", "the failed run's event names no lead"),
     ],
     ids=["off", "no-lead", "not-a-lead-id"],
 )
@@ -171,12 +179,14 @@ def test_nothing_is_written_without_the_setting_or_a_lead(
     assert amo.requests() == []
 
 
-def test_the_failure_handler_is_registered_for_the_lead_function() -> None:
+def test_the_failure_handler_is_registered_only_when_the_note_is_on(set_env) -> None:
     from prometei.config import get_settings
     from prometei.functions import lead_sync
 
-    config = lead_sync.build(get_settings()).get_config("https://app.example.test/api/inngest")
-    failure = config.on_failure
+    url = "https://app.example.test/api/inngest"
+    assert lead_sync.build(get_settings()).get_config(url).on_failure is None
+    set_env(AMOCRM_FAILURE_NOTE="1")
+    failure = lead_sync.build(get_settings()).get_config(url).on_failure
     assert failure is not None
     assert failure.id == f"prometei-ingest-{FAILURE_FN}"
     [trigger] = failure.triggers

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import AMO_BASE, TEST_SECRETS
+from tests.conftest import TEST_SECRETS
 from tests.fakes.amocrm import ERP_ID_FIELD, FakeAmoCRM, server_error
 from tests.fakes.web import FakeRequest, Reply
 from tests.support.executor import make_event, run_function
@@ -24,10 +24,9 @@ WRITEBACK_ENV = {"AMOCRM_SYNC_NOTE": "1", "AMOCRM_ERP_ID_FIELD": str(ERP_ID_FIEL
 
 
 @pytest.fixture
-def amo(mock) -> FakeAmoCRM:
-    fake = FakeAmoCRM(access_tokens=(TEST_SECRETS["AMOCRM_ACCESS_TOKEN"],))
-    fake.add_lead(LEAD_ID, name="Order #1042", price=15000)
-    return fake.install(mock, AMO_BASE)  # type: ignore[return-value]
+def amo(amo_account: FakeAmoCRM) -> FakeAmoCRM:
+    amo_account.add_lead(LEAD_ID, name="Order #1042", price=15000)
+    return amo_account
 
 
 @pytest.fixture

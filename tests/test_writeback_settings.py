@@ -9,7 +9,7 @@ from prometei.config import settings_from_mapping
 from prometei.doctor import Check, check_amocrm_writeback, run_checks
 from prometei.errors import ConfigError
 from prometei.services import Services
-from tests.conftest import AMO_BASE, BASE_ENV, TEST_SECRETS
+from tests.conftest import BASE_ENV
 from tests.fakes.amocrm import ERP_ID_FIELD, FakeAmoCRM, user_body
 from tests.fakes.web import Reply
 
@@ -64,9 +64,8 @@ def test_bad_values_are_refused_naming_the_variable(name: str, value: str, words
 
 # ---- doctor -----------------------------------------------------------------------------------
 @pytest.fixture
-def amo(mock) -> FakeAmoCRM:
-    fake = FakeAmoCRM(access_tokens=(TEST_SECRETS["AMOCRM_ACCESS_TOKEN"],))
-    return fake.install(mock, AMO_BASE)  # type: ignore[return-value]
+def amo(amo_account: FakeAmoCRM) -> FakeAmoCRM:
+    return amo_account
 
 
 def checks(amo: FakeAmoCRM, **env: str) -> dict[str, Check]:

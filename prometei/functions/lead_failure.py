@@ -1,15 +1,16 @@
 """`amocrm-webhook-handler-failure`: the lead function's `on_failure` handler.
 
-The Inngest SDK registers it next to `amocrm-webhook-handler` (wire id
-`prometei-ingest-amocrm-webhook-handler-failure`, 0 retries, triggered by Inngest's
-`inngest/function.failed` event of that function). Inngest sends that event once a run failed
-for good, whichever way: a permanent error at once, a transient one when its retries ran out,
-a bug of ours, or the executor giving up on our endpoint. Its data carries `error` (name,
-message, stack; any of them may be missing), `run_id`, `function_id` and the failed run's
-`event`.
+With AMOCRM_FAILURE_NOTE on, the Inngest SDK registers it next to `amocrm-webhook-handler`
+(wire id `prometei-ingest-amocrm-webhook-handler-failure`, 0 retries, triggered by Inngest's
+`inngest/function.failed` event of that function); off, nothing is registered, so a failed run
+costs no extra invocation. Inngest sends that event once a run failed for good, whichever
+way: a permanent error at once, a transient one when its retries ran out, a bug of ours, or
+the executor giving up on our endpoint. Its data carries `error` (`name`, `message`, `stack`,
+and `error` = the name, as the dev server sent it; any may be missing), `run_id`,
+`function_id`, `result` and the failed run's `event`.
 
-With AMOCRM_FAILURE_NOTE on, the step `add-failure-note` leaves one note on the lead
-(`prometei.amocrm.failure_note`: one sentence, no secret, no stack trace). The same failure of
+The step `add-failure-note` leaves one note on the lead (`prometei.amocrm.failure_note`: one
+sentence, no secret, no stack trace). The same failure of
 the same lead is noted once per `FAILURE_NOTE_TTL_S` (state store `SET NX`), so failures that
 replays or reconciles repeat do not pile up notes, and a note amoCRM may count as a lead change
 can never feed a loop. Runs of events that name no lead (the TypeScript version's

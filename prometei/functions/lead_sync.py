@@ -156,5 +156,6 @@ def build(settings: Settings) -> inngest.Function[Any]:
             limit=runs_per_second(settings), period=timedelta(seconds=1), burst=2
         ),
         retries=5,
-        on_failure=lead_sync_failed,
+        # Registered only when on: otherwise every failed run would cost one more invocation.
+        on_failure=lead_sync_failed if settings.amocrm_failure_note else None,
     )(amocrm_webhook_handler)
