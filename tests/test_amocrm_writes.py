@@ -57,7 +57,7 @@ def test_the_list_shaped_patch_answer_is_read_too() -> None:
 
 
 @responses.activate
-@pytest.mark.parametrize("status", [200, 202])
+@pytest.mark.parametrize("status", [200, 202, 204])
 def test_an_accepted_write_without_a_body_is_done_not_retried(status: int) -> None:
     responses.post(NOTES_URL, status=status, body="")
     responses.patch(LEAD_URL, status=status, body="")
@@ -94,7 +94,7 @@ def test_a_validation_error_names_what_amocrm_refused() -> None:
 
 @responses.activate
 def test_a_missing_lead_is_a_permanent_refusal() -> None:
-    responses.patch(LEAD_URL, status=204)
+    responses.patch(LEAD_URL, status=404, json={"title": "Not Found", "status": 404})
     responses.post(NOTES_URL, status=404, json={"title": "Not Found", "status": 404})
     client = make_client()
     with pytest.raises(UpstreamRejected, match="no lead 4242"):

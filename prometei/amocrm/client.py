@@ -7,7 +7,8 @@ token, waits for the rate limiter and maps amoCRM's answers onto our error tree 
 amocrm.md §3.4, §4.3):
 
     200        JSON body (anything else is a protocol error, retryable)
-    204, 404   "nothing there": a missing lead, an empty list page
+    204, 404   "nothing there": a missing lead, an empty list page (a write answered 204, or
+               2xx without a body, was accepted: done, never retried)
     3xx        wrong account host: a config error; redirects are never followed with a token
     401        ask the token source once for another token, retry once, then give up
     402, 403   unpaid / blocked / not allowed: permanent, never retried in a loop
@@ -276,14 +277,16 @@ class AmoCRMClient:
         self, method: str, path: str, response: requests.Response
     ) -> dict[str, Any] | None:
         status = response.status_code
+        if status == 204 and method != "GET":
+            # A write amoCRM accepted without an answer body: done, never retried.
+            return {}
         if status in (204, 404):
             # 204 is amoCRM's "no data for this request" (also for a missing lead by id);
             # 404 is a missing entity or sub-resource. Both mean "not there", not "retry".
             return None
         if 200 <= status < 300:
             if method != "GET" and not response.content.strip():
-                # A write amoCRM accepted (202 may come without a body): never retry it.
-                return {}
+                return {}  # as for a 204: accepted (202 may come without a body)
             return _json_object(response)
         if 300 <= status < 400:
             raise _redirected(self._host(), response)

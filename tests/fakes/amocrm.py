@@ -243,7 +243,12 @@ class FakeAmoCRM(FakeService):
         with self._lock:
             lead = self.leads.get(int(lead_id))
             if lead is None:
-                return Reply.empty(204)
+                return Reply.json(
+                    {"title": "Not Found", "type": "https://httpstatus.es/404", "status": 404,
+                     "detail": "Lead not found"},
+                    404,
+                    PROBLEM_JSON,
+                )  # fmt: skip
             for index, change in enumerate(changes):
                 field_id = change.get("field_id") if isinstance(change, dict) else None
                 values = change.get("values") if isinstance(change, dict) else None
