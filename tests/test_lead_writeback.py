@@ -271,3 +271,50 @@ def test_the_throttle_counts_one_request_per_write_back(set_env) -> None:
     assert lead_sync.runs_per_second(get_settings()) == 2  # lead + note: 5 // 2
     set_env(AMOCRM_SYNC_NOTE="1", AMOCRM_ERP_ID_FIELD=str(ERP_ID_FIELD))
     assert lead_sync.runs_per_second(get_settings()) == 1  # lead + note + field: 5 // 3
+
+
+def test_the_webhooks_our_writes_cause_trigger_no_lead_sync(
+    app_client, amo, erp, writeback
+) -> None:
+    from prometei.amocrm.webhook import parse_webhook
+    from prometei.config import get_settings
+    from prometei.events import build_lead_events
+    from prometei.functions import lead_sync
+    from tests.fixtures.amocrm_bodies import encode
+
+    run_function(app_client, FN, status_event())
+    forms = amo.take_outbox()  # what amoCRM posts about our PATCH and our note
+
+    events = [e for form in forms for e in build_lead_events(parse_webhook(encode(form))).events]
+    config = lead_sync.build(get_settings()).get_config("https://app.example.test/api/inngest")
+
+    assert [e["name"] for e in events] == ["amocrm/lead.update", "amocrm/lead.note"]
+    assert {e["data"]["lead_id"] for e in events} == {LEAD_ID}
+    triggers = {trigger.event for trigger in config.main.triggers}
+    assert triggers == {"amocrm/lead.status", "amocrm/lead.sync"}
+
+
+def test_switching_the_lookup_field_on_counts_as_a_change(app_client, amo, erp, set_env) -> None:
+    set_env(**WRITEBACK_ENV)
+    run_function(app_client, FN, status_event())
+    set_env(**WRITEBACK_ENV, ERP_LEAD_ID_FIELD="1041")
+
+    run = run_function(app_client, FN, sync_event())
+
+    # Not skipped as "unchanged": the lead id must reach the ERP. (That the record written
+    # before has no lead id, so the lookup inserts a second one, is README "Exactly one record".)
+    assert run.output["action"] != "unchanged"
+    assert erp.rows[70][-1]["field_1041"] == str(LEAD_ID)
+
+
+def test_unreadable_memory_counts_as_nothing_remembered(app_client, amo, erp, writeback) -> None:
+    from prometei.amocrm.writeback import LastWrites
+    from prometei.services import get_services
+
+    run_function(app_client, FN, status_event())
+    get_services().state.put(LastWrites.key(70, LEAD_ID), "{not json")
+
+    run = run_function(app_client, FN, sync_event())
+
+    assert run.output["action"] == "updated"
+    assert len(amo.notes_of(LEAD_ID)) == 2  # a second ("updated") note, never a failure
