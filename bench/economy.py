@@ -317,6 +317,154 @@ def _sync_before(erp: Any, lookup_field: bool) -> None:
         get_services().state.put(key, json.dumps({"id": "801"}))
 
 
+# ---- write-back on: one lead through its life ----------------------------------------------
+
+
+@dataclass
+class WritebackCount:
+    label: str
+    amo: int
+    target_extra: int  # amoCRM writes the rule allows: +1 per due write-back
+    erp: int
+    kv: int
+    kv_reads: int
+    inngest_invocations: int
+    steps: int
+    outcome: str
+    notes: int
+    field_writes: int
+
+    @property
+    def extra(self) -> int:
+        return self.amo - 1  # the same flow without write-back reads the lead once
+
+    def met(self) -> str:
+        return verdict(self.extra == self.target_extra)
+
+
+def writeback_life(env_extra: dict[str, str], label: str, kinds: int) -> list[WritebackCount]:
+    """One lead with write-back on (OAuth, warm token in KV, ERP_LEAD_ID_FIELD set): its first
+    status webhook (record created), the sync our own update causes (reconcile or webhook:
+    nothing changed), a sync after a mapped value changed, and an operator's replay. amoCRM is
+    the stateful fake (tests/fakes/amocrm.py) answered through `responses`; `kinds` is how
+    many write-backs are on (note, id field)."""
+    from prometei.store.kv import KVClient, KVTokenStore
+    from prometei.web.apps import create_webhook_app
+    from tests.fakes.amocrm import FakeAmoCRM
+    from tests.fakes.rukovoditel import FakeRukovoditel
+    from tests.fixtures.amocrm_bodies import STATUS_LEAD, encode
+    from tests.support.executor import make_event, run_function
+    from tests.support.kvshim import running_shim
+
+    counts: list[WritebackCount] = []
+    with running_shim() as shim, tempfile.TemporaryDirectory() as state_dir:
+        env = dict(BASE_ENV, PROMETEI_STATE_DIR=state_dir, ERP_LEAD_ID_FIELD="1041", **env_extra)
+        env.update(OAUTH, KV_REST_API_URL=shim.url, KV_REST_API_TOKEN=shim.token)
+        KVTokenStore(KVClient(shim.url, shim.token)).write(_token_record(expired=False))
+        with project_env(env), responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+            mock.add_passthru("http://127.0.0.1")
+            erp = FakeRukovoditel(ERP_URL).install(mock)
+            bus = EventBus().install(mock)
+            amo = FakeAmoCRM(access_tokens=("bench-access-0",))
+            amo.install(mock, AMO_BASE)
+            amo.add_lead(LEAD_ID, name="Order #1042", price=15000)
+            from prometei.services import get_services
+
+            get_services().erp_schemas.get(70)  # a warm instance has it cached
+
+            def measure(what: str, target: int, send: Any) -> None:
+                erp.calls.clear()
+                shim.commands.clear()
+                amo.log.clear()
+                notes, patches = len(amo.leads[LEAD_ID].notes), amo.writes("PATCH", LEAD_ID)
+                run = run_function(inngest_client(), LEAD_FN, send())
+                kv = [str(c[0]).upper() for c in shim.commands]
+                counts.append(
+                    WritebackCount(
+                        label=f"{label}: {what}",
+                        amo=len(amo.requests()),
+                        target_extra=target,
+                        erp=len(erp.calls),
+                        kv=len(kv),
+                        kv_reads=sum(1 for c in kv if c in KV_READS),
+                        inngest_invocations=run.calls,
+                        steps=sum(1 for op in run.step_outputs if op.get("op") == "StepRun"),
+                        outcome=f"{run.status}: {(run.output or {}).get('action')}",
+                        notes=len(amo.leads[LEAD_ID].notes) - notes,
+                        field_writes=amo.writes("PATCH", LEAD_ID) - patches,
+                    )
+                )
+
+            def webhook() -> dict[str, Any]:
+                create_webhook_app().test_client().post(
+                    f"/api/webhook?token={DUMMY_WEBHOOK_SECRET}",
+                    data=encode(STATUS_LEAD),
+                    content_type="application/x-www-form-urlencoded",
+                )
+                (event,) = bus.take()
+                return event
+
+            def reconcile() -> dict[str, Any]:
+                updated_at = amo.leads[LEAD_ID].updated_at
+                return make_event("amocrm/lead.sync", {"lead_id": LEAD_ID},
+                                  f"sync-{LEAD_ID}-{updated_at}")  # fmt: skip
+
+            note_on = "AMOCRM_SYNC_NOTE" in env_extra
+            measure("new lead, record created", kinds, webhook)
+            measure("the sync our own update causes (nothing changed)", 0, reconcile)
+            amo.touch(LEAD_ID, name="Order #1042, 2 pcs")
+            measure("a mapped value changed", int(note_on), reconcile)
+            measure(
+                "operator replay (forced), nothing changed",
+                0,
+                lambda: make_event("amocrm/lead.sync", {"lead_id": LEAD_ID, "force": True}),
+            )
+    return counts
+
+
+def writeback_table() -> Table:
+    rows = [
+        *writeback_life({"AMOCRM_SYNC_NOTE": "1"}, "AMOCRM_SYNC_NOTE", 1),
+        *writeback_life({"AMOCRM_ERP_ID_FIELD": "977001"}, "AMOCRM_ERP_ID_FIELD", 1),
+        *writeback_life({"AMOCRM_SYNC_NOTE": "1", "AMOCRM_ERP_ID_FIELD": "977001"}, "both", 2),
+    ]
+    table = Table(
+        [
+            "write-back on: sync",
+            "amoCRM requests",
+            "extra over write-back off",
+            "target extra",
+            "ERP requests",
+            "KV requests (reads)",
+            "/api/inngest invocations",
+            "steps",
+            "outcome",
+            "notes added",
+            "field writes",
+            "target met",
+        ],
+        caption="one lead with write-back on (OAuth, warm token in KV, ERP_LEAD_ID_FIELD set); "
+        'the same flow with write-back off is the row "OAuth, warm token in KV, '
+        'ERP_LEAD_ID_FIELD set (lookup)" above: 1 amoCRM request, 2 ERP, 1 KV, 3 invocations',
+    )
+    for r in rows:
+        table.add(
+            r.label,
+            r.amo,
+            f"+{r.extra}",
+            f"+{r.target_extra}",
+            r.erp,
+            f"{r.kv} ({r.kv_reads})",
+            r.inngest_invocations,
+            r.steps,
+            r.outcome,
+            r.notes,
+            r.field_writes,
+            r.met(),
+        )
+    return table
+
+
 def run(quick: bool = False) -> Section:
     del quick  # counted, not timed: one pass is exact
     started = time.perf_counter()
@@ -404,11 +552,21 @@ def run(quick: bool = False) -> Section:
         "storing the new one, so its second webhook could only have worked with a fresh "
         "env var; its counts are what the documented flow implies, not a measurement.",
     ]
+    notes += [
+        "Write-back (second table): each write-back that is on costs one amoCRM request when "
+        "it is due — the note on a created or changed record, the id field when the lead does "
+        "not hold the record id (in practice: on creation) — and nothing otherwise. With both "
+        "on, a created record therefore costs +2 (note and field), a changed one +1 (note). "
+        "The sync our own update causes reads the lead and stops: no ERP request, no note, no "
+        "field write (the mapped values' digest in KV equals the last written one). An "
+        "operator's replay rewrites the ERP record (forced) but adds nothing to the lead. Each "
+        "due write-back is its own step: one more /api/inngest invocation and one KV write.",
+    ]
     return Section(
         key="economy",
         title="3. Economy per lead",
         method=__doc__ or "",
-        tables=[table],
+        tables=[table, writeback_table()],
         notes=notes,
         seconds=time.perf_counter() - started,
     )

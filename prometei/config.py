@@ -117,6 +117,8 @@ def parse_timezone(value: str) -> tzinfo:
             f"{text!r} is neither a UTC offset like +03:00 nor a time zone name this system "
             "knows (e.g. Europe/Moscow)"
         ) from None
+
+
 def _is_loopback(host: str) -> bool:
     return host in {"localhost", "::1"} or re.fullmatch(r"127(\.\d{1,3}){3}", host) is not None
 
@@ -140,6 +142,19 @@ def _checked_api_base_url(value: str) -> str:
         parts.port  # noqa: B018 - raises ValueError for a malformed port
     except ValueError:
         raise ValueError("has a malformed port") from None
+    return f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
+
+
+def _checked_web_base(value: str) -> str:
+    """CRM_PUBLIC_URL: http(s)://host[:port][/path], no credentials, query or fragment; kept
+    without a trailing slash. Never echoed in an error (a mistyped value could hold a password)."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http(s) URL such as https://crm.example.ru")
+    if "@" in parts.netloc:
+        raise ValueError("must not carry credentials (user:password@host)")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query string or a fragment")
     return f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
 
 
@@ -193,6 +208,12 @@ class Settings(BaseModel):
     # Tests and self-hosted proxies only: send every amoCRM API and token request here instead
     # of https://<account host>. Hosts from webhooks and redirects are still checked as before.
     amocrm_api_base_url: str | None = Field(None, alias="AMOCRM_API_BASE_URL")
+    # Write-back (README "What managers see in amoCRM"), all off by default: a note on the lead
+    # after an ERP write that created the record or changed a mapped value, a note when a run
+    # failed for good, and the ERP record id in this lead custom field.
+    amocrm_sync_note: bool = Field(False, alias="AMOCRM_SYNC_NOTE")
+    amocrm_failure_note: bool = Field(False, alias="AMOCRM_FAILURE_NOTE")
+    amocrm_erp_id_field: int | None = Field(None, alias="AMOCRM_ERP_ID_FIELD", gt=0)
 
     # ERP (Rukovoditel). Names from the seeds; ERP_API_* were used by the TypeScript code.
     crm_api_url: str | None = Field(
@@ -212,6 +233,9 @@ class Settings(BaseModel):
         default_factory=lambda: dict(DEFAULT_FIELD_MAP), alias="ERP_FIELD_MAP"
     )
     erp_lead_id_field: int | None = Field(None, alias="ERP_LEAD_ID_FIELD", gt=0)
+    # Where people open Rukovoditel in a browser, for record links in amoCRM notes (default:
+    # CRM_API_URL without its api/rest.php); see `erp_web_base`.
+    crm_public_url: str | None = Field(None, alias="CRM_PUBLIC_URL")
     # Rukovoditel before 3.6 ignores JSON bodies; "form" sends PHP bracket form fields instead.
     erp_request_format: Literal["json", "form"] = Field("json", alias="ERP_REQUEST_FORMAT")
     # How long a warm instance keeps an entity's fields and choices (0: ask every time).
@@ -333,6 +357,11 @@ class Settings(BaseModel):
             )
         return value
 
+    @field_validator("crm_public_url")
+    @classmethod
+    def _web_base(cls, value: str | None) -> str | None:
+        return None if value is None else _checked_web_base(value)
+
     @field_validator("inngest_serve_origin", "vercel_url", "vercel_project_production_url")
     @classmethod
     def _origin(cls, value: str | None) -> str | None:
@@ -425,6 +454,27 @@ class Settings(BaseModel):
         if host:
             return host if "://" in host else f"https://{host}"
         return None
+
+    @property
+    def erp_web_base(self) -> str | None:
+        """Rukovoditel's web address without a trailing slash (record links are
+        `<it>/index.php?...`): CRM_PUBLIC_URL, else CRM_API_URL with its `api/rest.php` (and
+        anything after it) cut off, else None."""
+        if self.crm_public_url:
+            return self.crm_public_url
+        if not self.crm_api_url:
+            return None
+        parts = urlsplit(self.crm_api_url)
+        path = parts.path
+        cut = path.lower().rfind("/api/rest.php")
+        base_path = path[:cut] if cut >= 0 else ""
+        return f"{parts.scheme}://{parts.netloc}{base_path}".rstrip("/")
+
+    @property
+    def writes_back(self) -> bool:
+        """True when a sync note or the record id field is on: then every sync remembers what
+        it wrote (`prometei.amocrm.writeback`)."""
+        return self.amocrm_sync_note or self.amocrm_erp_id_field is not None
 
     @property
     def uses_long_lived_token(self) -> bool:

@@ -7,6 +7,9 @@ Each check is a plain function returning `Check(name, ok, detail, fix)`, so the 
                   CRM_API_URL is a warning: the ERP key and password would travel unencrypted)
     kv            Vercel KV answers PING and accepts a write with the configured token
     amocrm        the access token is accepted by the configured account (GET /api/v4/account)
+    amocrm write-back, amocrm erp id field
+                  with write-back on: the token's user may edit leads, AMOCRM_ERP_ID_FIELD is a
+                  lead field that holds the id (`prometei.writeback_checks`)
     erp           Rukovoditel accepts the API key, username and password (`login` action)
     erp entity, erp field map, erp one record
                   the entity exists; ERP_FIELD_MAP's fields exist, are writable and fit their
@@ -43,6 +46,7 @@ from prometei.errors import (
     UpstreamUnavailable,
 )
 from prometei.services import Services
+from prometei.writeback_checks import enabled_settings
 
 SIGNING_KEY_RE = re.compile(r"^signkey-(?P<env>[a-z]+)-(?P<hex>[0-9a-f]+)$")
 EVENT_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{16,}$")
@@ -92,6 +96,14 @@ VARIABLE_FIXES: dict[str, str] = {
     "only) or leave it empty",
     "PUBLIC_URL": "set PUBLIC_URL to the deployment's public origin, e.g. "
     "https://prometei.example.com",
+    "AMOCRM_SYNC_NOTE": "set AMOCRM_SYNC_NOTE to 1 (a note on the lead after an ERP write) or "
+    "leave it empty",
+    "AMOCRM_FAILURE_NOTE": "set AMOCRM_FAILURE_NOTE to 1 (a note on the lead when its sync "
+    "failed for good) or leave it empty",
+    "AMOCRM_ERP_ID_FIELD": "set AMOCRM_ERP_ID_FIELD to the numeric id of a text or number lead "
+    "field in amoCRM, or leave it empty",
+    "CRM_PUBLIC_URL": "set CRM_PUBLIC_URL to the address people open Rukovoditel at, e.g. "
+    "https://crm.example.ru, or leave it empty",
 }
 VARIABLE_FIXES["UPSTASH_REDIS_REST_URL"] = VARIABLE_FIXES["KV_REST_API_URL"]
 VARIABLE_FIXES["UPSTASH_REDIS_REST_TOKEN"] = VARIABLE_FIXES["KV_REST_API_TOKEN"]
@@ -485,6 +497,21 @@ def check_erp_schema(services: Services, *, login: Check | None) -> list[Check]:
     return [_LEVEL_CHECKS[f.level](f.name, f.detail, f.fix) for f in findings]
 
 
+def check_amocrm_writeback(services: Services, *, amocrm: Check | None) -> list[Check]:
+    """With write-back on: may the token's user edit leads, and is AMOCRM_ERP_ID_FIELD a lead
+    field that can hold the record id? No row when write-back is off; skipped when the amoCRM
+    row did not pass."""
+    from prometei.writeback_checks import ROWS, diagnose_writeback
+
+    settings = services.settings
+    if not enabled_settings(settings):
+        return []  # nothing to check, and no row for a feature that is off
+    if amocrm is None or not amocrm.ok or amocrm.skipped:
+        return [_skip(ROWS[0], "not run: the amoCRM check did not pass (see above)")]
+    findings = diagnose_writeback(settings, services.amocrm, lambda: services.state)
+    return [_LEVEL_CHECKS[f.level](f.name, f.detail, f.fix) for f in findings]
+
+
 def _stage_names(services: Services) -> Callable[[str], list[str]]:
     """amoCRM's names a dropdown filled by status_name / pipeline_name must offer: the trigger
     stages when AMOCRM_TRIGGER_STATUSES is set, else every pipeline's."""
@@ -681,12 +708,21 @@ def run_checks(
     def erp_login() -> Check | None:
         return next((check for check in results if check.name == "erp"), None)
 
+    def amocrm_row() -> Check | None:
+        return next((check for check in results if check.name == "amocrm"), None)
+
     network: list[tuple[str, Callable[[], Check | list[Check]]]] = [
         ("kv", lambda: check_kv(settings)),
         ("amocrm", lambda: check_amocrm(services)),
         ("erp", lambda: check_erp(services)),
         ("erp schema", lambda: check_erp_schema(services, login=erp_login())),
     ]
+    if enabled_settings(settings):  # no row at all for write-back that is off
+
+        def writeback() -> list[Check]:
+            return check_amocrm_writeback(services, amocrm=amocrm_row())
+
+        network.insert(2, ("amocrm write-back", writeback))
     for name, run in network:
         if offline:
             emit(_skip(name, "not run (--offline)"))

@@ -23,6 +23,7 @@ PROJECT_ENV_PREFIXES = (
     "PROMETEI_",
     "VERCEL",
     "PUBLIC_URL",
+    "CRM_PUBLIC_URL",
 )
 
 TEST_SECRETS = {
@@ -113,6 +114,17 @@ def mock() -> Iterator[responses.RequestsMock]:
     """`responses` for every outside HTTP call; requests nobody registered fail the test."""
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         yield rsps
+
+
+@pytest.fixture
+def amo_account(mock):
+    """A stateful fake amoCRM account at AMO_BASE (tests.fakes.amocrm) answering `mock`'s
+    requests; it accepts the test long-lived token. Leads are added by the test."""
+    from tests.fakes.amocrm import FakeAmoCRM
+
+    fake = FakeAmoCRM(access_tokens=(TEST_SECRETS["AMOCRM_ACCESS_TOKEN"],))
+    fake.install(mock, AMO_BASE)
+    return fake
 
 
 @pytest.fixture

@@ -296,12 +296,12 @@ def test_replay_sends_one_sync_event_per_lead_with_keyed_ids(inngest):
     assert batch == [
         {
             "name": "amocrm/lead.sync",
-            "data": {"lead_id": 25399013},
+            "data": {"lead_id": 25399013, "force": True},
             "id": "replay-25399013-after-outage",
         },
         {
             "name": "amocrm/lead.sync",
-            "data": {"lead_id": 25400001},
+            "data": {"lead_id": 25400001, "force": True},
             "id": "replay-25400001-after-outage",
         },
     ]

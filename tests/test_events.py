@@ -210,6 +210,7 @@ def test_non_lead_bodies_build_nothing() -> None:
 def test_sync_event() -> None:
     assert sync_event(25399013) == {"name": "amocrm/lead.sync", "data": {"lead_id": 25399013}}
     assert sync_event(7, id="replay-7")["id"] == "replay-7"
+    assert sync_event(7, force=True)["data"] == {"lead_id": 7, "force": True}
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, "12"])

@@ -1,12 +1,14 @@
 """amoCRM API v4 client: leads (one, or a filtered page), a contact, a company, the lead
-pipelines and the account.
+pipelines, the account, a user and a lead custom field; and the write-backs: a note on a lead,
+a lead custom field value.
 
 Every request goes through `_call` (reads through its `_get` shorthand), which adds the bearer
 token, waits for the rate limiter and maps amoCRM's answers onto our error tree (reference:
 amocrm.md §3.4, §4.3):
 
     200        JSON body (anything else is a protocol error, retryable)
-    204, 404   "nothing there": a missing lead, an empty list page
+    204, 404   "nothing there": a missing lead, an empty list page (a write answered 204, or
+               2xx without a body, was accepted: done, never retried)
     3xx        wrong account host: a config error; redirects are never followed with a token
     401        ask the token source once for another token, retry once, then give up
     402, 403   unpaid / blocked / not allowed: permanent, never retried in a loop
@@ -173,6 +175,47 @@ class AmoCRMClient:
             raise _protocol_error("the account endpoint returned no account")
         return {key: payload.get(key) for key in ("id", "subdomain", "name")}
 
+    def current_user_id(self) -> int | None:
+        """The id of the amoCRM user the token acts as (`current_user_id` of the account)."""
+        payload = self._get("/api/v4/account", {})
+        value = (payload or {}).get("current_user_id")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def user(self, user_id: int) -> dict[str, Any] | None:
+        """`GET /api/v4/users/{id}`: the user (with its `rights`), or None when not there."""
+        return self._get(f"/api/v4/users/{int(user_id)}", {})
+
+    def lead_custom_field(self, field_id: int) -> dict[str, Any] | None:
+        """`GET /api/v4/leads/custom_fields/{id}`: the field (id, name, type...), or None."""
+        return self._get(f"/api/v4/leads/custom_fields/{int(field_id)}", {})
+
+    # ---- writes (reference amocrm.md §3.3; shapes as the official SDK sends them) --------
+    def add_lead_note(self, lead_id: int, text: str) -> int | None:
+        """Add a plain-text ("common") note to a lead; the new note's id when amoCRM names it.
+
+        Not idempotent: amoCRM has no key to recognise a repeated note, so call this once per
+        note and never retry it blindly after an answer that may have been lost."""
+        body = [{"entity_id": int(lead_id), "note_type": "common", "params": {"text": text}}]
+        payload = self._call("POST", "/api/v4/leads/notes", None, body)
+        if payload is None:
+            raise UpstreamRejected(SERVICE, f"amoCRM has no lead {int(lead_id)} to add a note to")
+        return _first_embedded_id(payload, "notes")
+
+    def set_lead_field(self, lead_id: int, field_id: int, value: str) -> int | None:
+        """Put `value` into lead custom field `field_id` (PATCH, other fields untouched); the
+        lead's new `updated_at` when amoCRM answers it."""
+        body = {"custom_fields_values": [{"field_id": int(field_id), "values": [{"value": value}]}]}
+        payload = self._call("PATCH", f"/api/v4/leads/{int(lead_id)}", None, body)
+        if payload is None:
+            raise UpstreamRejected(SERVICE, f"amoCRM has no lead {int(lead_id)} to update")
+        # One lead by id answers {id, updated_at, _links}; the list form answers the same
+        # inside _embedded.leads. Accept both, and nothing at all (a 2xx without JSON).
+        embedded = payload.get("_embedded")
+        items = embedded.get("leads") if isinstance(embedded, dict) else None
+        item = items[0] if isinstance(items, list) and items else payload
+        stamp = item.get("updated_at") if isinstance(item, dict) else None
+        return stamp if isinstance(stamp, int) and not isinstance(stamp, bool) else None
+
     # ---- transport ----------------------------------------------------------------------
     def _get(self, path: str, params: dict[str, str]) -> dict[str, Any] | None:
         """GET `path` as the account; the JSON object, or None for 204/404. Raises ours."""
@@ -234,11 +277,16 @@ class AmoCRMClient:
         self, method: str, path: str, response: requests.Response
     ) -> dict[str, Any] | None:
         status = response.status_code
+        if status == 204 and method != "GET":
+            # A write amoCRM accepted without an answer body: done, never retried.
+            return {}
         if status in (204, 404):
             # 204 is amoCRM's "no data for this request" (also for a missing lead by id);
             # 404 is a missing entity or sub-resource. Both mean "not there", not "retry".
             return None
         if 200 <= status < 300:
+            if method != "GET" and not response.content.strip():
+                return {}  # as for a 204: accepted (202 may come without a body)
             return _json_object(response)
         if 300 <= status < 400:
             raise _redirected(self._host(), response)
@@ -318,6 +366,15 @@ def _snapshot(payload: Any) -> LeadSnapshot:
         raise _protocol_error("a lead in the answer has no usable id") from None
 
 
+def _first_embedded_id(payload: dict[str, Any], kind: str) -> int | None:
+    """The `id` of `_embedded.<kind>[0]` in a write's answer, or None when it has none."""
+    embedded = payload.get("_embedded")
+    items = embedded.get(kind) if isinstance(embedded, dict) else None
+    first = items[0] if isinstance(items, list) and items else None
+    value = first.get("id") if isinstance(first, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _json_object(response: requests.Response) -> dict[str, Any]:
     try:
         payload = response.json()
@@ -356,8 +413,18 @@ def _detail(response: requests.Response) -> str:
         return ""
     if not isinstance(body, dict):
         return ""
-    text = body.get("detail") or body.get("title") or ""
-    return redact(excerpt(str(text), 200))
+    text = str(body.get("detail") or body.get("title") or "")
+    # 400s list what was wrong per item (`validation-errors`, reference amocrm.md §4.2).
+    problems = [
+        f"{error.get('code')} at {error.get('path')}"
+        for group in body.get("validation-errors") or []
+        if isinstance(group, dict)
+        for error in group.get("errors") or []
+        if isinstance(error, dict)
+    ]
+    if problems:
+        text = f"{text}: {', '.join(problems[:3])}" if text else ", ".join(problems[:3])
+    return redact(excerpt(text, 200))
 
 
 def _error(

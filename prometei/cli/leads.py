@@ -63,7 +63,10 @@ def replay_leads(
 
     unique = list(dict.fromkeys(lead_ids))
     result = ReplayResult(key=key)
-    events = [sync_event(lead_id, id=replay_event_id(lead_id, key)) for lead_id in unique]
+    # An operator's replay rewrites the ERP record even when nothing changed in amoCRM.
+    events = [
+        sync_event(lead_id, id=replay_event_id(lead_id, key), force=True) for lead_id in unique
+    ]
     for start in range(0, len(events), batch_size):
         batch = events[start : start + batch_size]
         try:

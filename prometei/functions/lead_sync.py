@@ -9,6 +9,10 @@ lead -> record id memory in the state store (`prometei.erp.records`).
 Runs the TypeScript version started under this id (event `amocrm/webhook`) are finished by
 `prometei.functions.legacy_webhook.finish_old_layout_run`.
 
+Write-back (AMOCRM_SYNC_NOTE, AMOCRM_ERP_ID_FIELD; `prometei.functions.lead_writeback`) adds
+the steps `write-erp-id` and `add-sync-note` when they are due; AMOCRM_FAILURE_NOTE is the
+`on_failure` handler `prometei.functions.lead_failure` (`amocrm-webhook-handler-failure`).
+
 `fetch-lead-data` reads only what ERP_FIELD_MAP needs: the lead, plus the main contact and the
 company when the map names `contact_*` / `company_name` (one request each), and stage names
 from a cached copy of the pipelines.
@@ -24,11 +28,14 @@ import inngest
 
 from prometei.amocrm.legacy import LEGACY_EVENT
 from prometei.amocrm.models import LeadSnapshot, origins_needed
+from prometei.amocrm.writeback import writeback_requests_per_run
 from prometei.config import Settings
 from prometei.errors import InputError
 from prometei.events import SYNC_EVENT
 from prometei.functions.boundary import run_step, skipped
 from prometei.functions.client import definitions
+from prometei.functions.lead_failure import lead_sync_failed
+from prometei.functions.lead_writeback import run_writebacks, write_remembered
 from prometei.functions.legacy_webhook import finish_old_layout_run
 from prometei.logs import log_context
 from prometei.services import get_services
@@ -84,9 +91,12 @@ def runs_per_second(settings: Settings) -> int:
     """amoCRM allows 7 requests/s per integration across all our instances (more gets 429s,
     then a 403 block of the account). A run makes one request for the lead, plus one for the
     main contact and one for the company when ERP_FIELD_MAP asks for them (pipeline names
-    come from a cache): start at most 5 amoCRM requests' worth of runs per second."""
+    come from a cache), plus one per write-back that is on (a note, the record id field; due
+    on a created or changed record): start at most 5 amoCRM requests' worth of runs per
+    second."""
     needs = origins_needed(settings.erp_field_map)
     requests_per_run = 1 + len(needs & {"contact", "company"})
+    requests_per_run += writeback_requests_per_run(settings)
     return max(1, 5 // requests_per_run)
 
 
@@ -120,9 +130,15 @@ def amocrm_webhook_handler(ctx: inngest.ContextSync) -> dict[str, Any]:
                 status_id=lead.status_id,
             )
 
-        written = run_step(ctx, "create-erp-task", write_erp_record, lead_data)
+        settings = get_services().settings
+        if settings.writes_back:
+            # `force` (replay): write the ERP even when the mapped values did not change.
+            force = event.name == SYNC_EVENT and event.data.get("force") is True
+            written = run_step(ctx, "create-erp-task", write_remembered, lead_data, force)
+        else:
+            written = run_step(ctx, "create-erp-task", write_erp_record, lead_data)
         ctx.logger.info("lead %s synced to ERP record %s", lead_id, written.get("record_id"))
-        return {"status": "synced", "lead_id": lead_id, **written}
+        return run_writebacks(ctx, {"status": "synced", "lead_id": lead_id, **written})
 
 
 def build(settings: Settings) -> inngest.Function[Any]:
@@ -140,4 +156,6 @@ def build(settings: Settings) -> inngest.Function[Any]:
             limit=runs_per_second(settings), period=timedelta(seconds=1), burst=2
         ),
         retries=5,
+        # Registered only when on: otherwise every failed run would cost one more invocation.
+        on_failure=lead_sync_failed if settings.amocrm_failure_note else None,
     )(amocrm_webhook_handler)

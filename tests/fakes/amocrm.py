@@ -3,10 +3,25 @@
 `FakeAmoCRM` holds the account and its leads (`add_lead`, `touch`), checks the bearer token on
 every `/api/` request (401 problem+json otherwise), and answers:
 
-    GET  /api/v4/account            the account (id, name, subdomain, ...)
+    GET  /api/v4/account            the account (id, name, subdomain, current_user_id, ...)
     GET  /api/v4/leads/<id>         the lead in v4 shape, `_embedded.contacts` with ?with=contacts;
                                     204 when there is no such lead (what amoCRM sends)
     POST /oauth2/access_token       refresh-token rotation (tests.support.fake_amo_oauth)
+
+and the write-back side (shapes as the official PHP SDK sends and reads them):
+
+    PATCH /api/v4/leads/<id>        `custom_fields_values` of known lead fields (`lead_fields`)
+                                    are set, `updated_at` moves on; answers {id, updated_at};
+                                    an unknown field is a 400 with `validation-errors`
+    POST  /api/v4/leads/notes       a list of {entity_id, note_type: "common", params.text}
+                                    notes; answers their ids in `_embedded.notes`
+    GET   /api/v4/users/<id>        the user with its `rights` (`users`, editable by tests)
+    GET   /api/v4/leads/custom_fields/<id>   a lead field of `lead_fields`, 204 otherwise
+
+Every change made through the API is also queued in `outbox` as the webhook form (decoded
+`key=value` lines) the account would post about it: `leads[update]` after a PATCH,
+`leads[note]` after a note. Whether a note moves the lead's `updated_at` is not documented;
+`notes_touch_lead=True` makes it do so, for the reading where it does.
 
 Faults come from `FakeService.fail_next` (429 with Retry-After: `rate_limited()`, 5xx, slow
 answers, 204/404); the request log records every request with a monotonic timestamp. Serve it
@@ -32,6 +47,10 @@ PROBLEM_JSON = "application/problem+json"
 RATE_LIMITED_PAGE = "<html><head><title>429 Too Many Requests</title></head><body></body></html>"
 DEFAULT_PIPELINE = 7012345
 DEFAULT_STATUS = 142
+DEFAULT_USER_ID = 938348
+# A text field of the account's leads, for AMOCRM_ERP_ID_FIELD.
+ERP_ID_FIELD = 977001
+LEAD_RIGHTS_ALL = {"view": "A", "edit": "A", "add": "A", "delete": "A", "export": "A"}
 
 
 @dataclass
@@ -47,6 +66,14 @@ class FakeLead:
     custom_fields_values: list[dict[str, Any]] | None = None
     contacts: list[int] = field(default_factory=list)
     is_deleted: bool = False
+    notes: list[dict[str, Any]] = field(default_factory=list)
+
+    def field_values(self, field_id: int) -> list[str]:
+        """The values of custom field `field_id` as text ([] when unset)."""
+        for item in self.custom_fields_values or []:
+            if item.get("field_id") == field_id:
+                return [str(v.get("value")) for v in item.get("values") or []]
+        return []
 
     def as_api(self, account_id: int, origin: str, *, with_contacts: bool) -> dict[str, Any]:
         """The `GET /api/v4/leads/{id}` body (reference amocrm.md §3.2)."""
@@ -95,6 +122,7 @@ class FakeAmoCRM(FakeService):
         account_id: int = 29085955,
         access_tokens: tuple[str, ...] = (),
         oauth: FakeAmoOAuth | None = None,
+        notes_touch_lead: bool = False,
     ) -> None:
         super().__init__()
         self.subdomain = subdomain
@@ -102,9 +130,21 @@ class FakeAmoCRM(FakeService):
         self.access_tokens = set(access_tokens)
         self.oauth = oauth or FakeAmoOAuth()
         self.leads: dict[int, FakeLead] = {}
+        self.notes_touch_lead = notes_touch_lead
+        self.user_id = DEFAULT_USER_ID  # the user every token acts as
+        self.users: dict[int, dict[str, Any]] = {DEFAULT_USER_ID: user_body(DEFAULT_USER_ID)}
+        self.lead_fields: dict[int, dict[str, Any]] = {
+            ERP_ID_FIELD: {"id": ERP_ID_FIELD, "name": "Запись ERP", "type": "text"}
+        }
+        self.outbox: list[str] = []
         self._clock = itertools.count(int(time.time()))
+        self._note_ids = itertools.count(70_000_001)
         self.routes.add("GET", r"/api/v4/account", self._account)
         self.routes.add("GET", r"/api/v4/leads/(?P<lead_id>\d+)", self._lead)
+        self.routes.add("PATCH", r"/api/v4/leads/(?P<lead_id>\d+)", self._patch_lead)
+        self.routes.add("POST", r"/api/v4/leads/notes", self._add_notes)
+        self.routes.add("GET", r"/api/v4/users/(?P<user_id>\d+)", self._user)
+        self.routes.add("GET", r"/api/v4/leads/custom_fields/(?P<field_id>\d+)", self._lead_field)
         self.routes.add("POST", r"/oauth2/access_token", self._token)
 
     @property
@@ -131,6 +171,23 @@ class FakeAmoCRM(FakeService):
         super().reset()
         with self._lock:
             self.leads.clear()
+            self.outbox.clear()
+
+    def notes_of(self, lead_id: int) -> list[str]:
+        """The texts of the notes on lead `lead_id`, oldest first."""
+        with self._lock:
+            return [note["params"]["text"] for note in self.leads[lead_id].notes]
+
+    def writes(self, method: str, lead_id: int | None = None) -> int:
+        """How many PATCH (lead) or POST (notes) write requests arrived, faults included."""
+        path = f"/api/v4/leads/{lead_id}" if method == "PATCH" else "/api/v4/leads/notes"
+        return len(self.requests(method, path))
+
+    def take_outbox(self) -> list[str]:
+        """The webhook forms queued since the last call (and forget them)."""
+        with self._lock:
+            forms, self.outbox = self.outbox, []
+        return forms
 
     def lead_reads(self, lead_id: int) -> int:
         """How many `GET /api/v4/leads/<lead_id>` requests arrived (faults included)."""
@@ -158,6 +215,7 @@ class FakeAmoCRM(FakeService):
                 "id": self.account_id,
                 "name": "Example LLC",
                 "subdomain": self.subdomain,
+                "current_user_id": self.user_id,
                 "country": "RU",
                 "currency": "RUB",
                 "_links": {"self": {"href": f"{self.origin}/api/v4/account"}},
@@ -174,6 +232,90 @@ class FakeAmoCRM(FakeService):
             with_ = (request.arg("with") or "").split(",")
             body = lead.as_api(self.account_id, self.origin, with_contacts="contacts" in with_)
         return Reply.json(body, content_type=HAL_JSON)
+
+    def _patch_lead(self, request: FakeRequest, lead_id: str) -> Reply:
+        body = _json_body(request)
+        if not isinstance(body, dict):
+            return bad_request("body", "the body must be a JSON object")
+        changes = body.get("custom_fields_values")
+        if not isinstance(changes, list):
+            return bad_request("custom_fields_values", "only custom_fields_values is supported")
+        with self._lock:
+            lead = self.leads.get(int(lead_id))
+            if lead is None:
+                return Reply.json(
+                    {"title": "Not Found", "type": "https://httpstatus.es/404", "status": 404,
+                     "detail": "Lead not found"},
+                    404,
+                    PROBLEM_JSON,
+                )  # fmt: skip
+            for index, change in enumerate(changes):
+                field_id = change.get("field_id") if isinstance(change, dict) else None
+                values = change.get("values") if isinstance(change, dict) else None
+                if field_id not in self.lead_fields:
+                    return bad_request(
+                        f"custom_fields_values.{index}.field_id", "NotSupportedChoice"
+                    )
+                if not isinstance(values, list):
+                    return bad_request(f"custom_fields_values.{index}.values", "NotBlank")
+                definition = self.lead_fields[field_id]
+                kept = [c for c in lead.custom_fields_values or [] if c["field_id"] != field_id]
+                kept.append(
+                    {
+                        "field_id": field_id,
+                        "field_name": definition["name"],
+                        "field_code": None,
+                        "field_type": definition["type"],
+                        "values": [{"value": v.get("value")} for v in values],
+                    }
+                )
+                lead.custom_fields_values = kept
+            self._changed(lead)
+            self.outbox.append(update_form(self, lead))
+            answer = {
+                "id": lead.id,
+                "updated_at": lead.updated_at,
+                "_links": {"self": {"href": f"{self.origin}/api/v4/leads/{lead.id}"}},
+            }
+        return Reply.json(answer, content_type=HAL_JSON)
+
+    def _add_notes(self, request: FakeRequest) -> Reply:
+        items = _json_body(request)
+        if not isinstance(items, list) or not items:
+            return bad_request("body", "the body must be a JSON array of notes")
+        created = []
+        with self._lock:
+            for index, item in enumerate(items):
+                lead = self.leads.get(item.get("entity_id")) if isinstance(item, dict) else None
+                text = (item.get("params") or {}).get("text") if isinstance(item, dict) else None
+                if lead is None:
+                    return bad_request(f"{index}.entity_id", "NotFound")
+                if item.get("note_type") != "common" or not isinstance(text, str) or not text:
+                    return bad_request(f"{index}.params.text", "NotBlank")
+                note = {"id": next(self._note_ids), "entity_id": lead.id, **item}
+                lead.notes.append(note)
+                self.outbox.append(note_form(self, lead, note))
+                if self.notes_touch_lead:
+                    self._changed(lead)
+                created.append({"id": note["id"], "entity_id": lead.id, "request_id": str(index)})
+        return Reply.json(
+            {"_total_items": len(created), "_embedded": {"notes": created}},
+            content_type=HAL_JSON,
+        )
+
+    def _user(self, request: FakeRequest, user_id: str) -> Reply:
+        user = self.users.get(int(user_id))
+        return Reply.empty(204) if user is None else Reply.json(user, content_type=HAL_JSON)
+
+    def _lead_field(self, request: FakeRequest, field_id: str) -> Reply:
+        found = self.lead_fields.get(int(field_id))
+        if found is None:
+            return Reply.empty(204)
+        return Reply.json({**found, "entity_type": "leads", "is_api_only": False},
+                          content_type=HAL_JSON)  # fmt: skip
+
+    def _changed(self, lead: FakeLead) -> None:
+        lead.updated_at = max(lead.updated_at + 1, next(self._clock))
 
     def _token(self, request: FakeRequest) -> Reply:
         # The token endpoint's rules live in FakeAmoOAuth (a werkzeug app); hand it the request.
@@ -201,3 +343,90 @@ def server_error(status: int = 503) -> Reply:
 
 def lead_path(lead_id: int) -> str:
     return f"/api/v4/leads/{lead_id}"
+
+
+def user_body(user_id: int, leads: dict[str, str] | None = None, **rights: Any) -> dict[str, Any]:
+    """A `GET /api/v4/users/{id}` body; `leads` replaces the lead rights (A/G/M/D per action)."""
+    return {
+        "id": user_id,
+        "name": "Менеджер",
+        "email": "manager@example.test",
+        "lang": "ru",
+        "rights": {
+            "leads": dict(leads or LEAD_RIGHTS_ALL),
+            "contacts": dict(LEAD_RIGHTS_ALL),
+            "companies": dict(LEAD_RIGHTS_ALL),
+            "tasks": {"edit": "A", "delete": "A"},
+            "mail_access": False,
+            "catalog_access": False,
+            "status_rights": [],
+            "is_admin": False,
+            "is_free": False,
+            "is_active": True,
+            "group_id": None,
+            "role_id": None,
+            **rights,
+        },
+    }
+
+
+def bad_request(path: str, code: str) -> Reply:
+    """amoCRM's 400 with per-item `validation-errors` (reference amocrm.md §4.2)."""
+    return Reply.json(
+        {
+            "title": "Bad Request",
+            "type": "https://httpstatus.es/400",
+            "status": 400,
+            "detail": "Request validation failed",
+            "validation-errors": [
+                {"request_id": "0", "errors": [{"code": code, "path": path, "detail": code}]}
+            ],
+        },
+        400,
+        PROBLEM_JSON,
+    )
+
+
+def update_form(fake: FakeAmoCRM, lead: FakeLead) -> str:
+    """The `update_lead` webhook (decoded form lines) about `lead`, v2 field names (§1.3)."""
+    lines = [
+        f"leads[update][0][id]={lead.id}",
+        f"leads[update][0][name]={lead.name}",
+        f"leads[update][0][status_id]={lead.status_id}",
+        f"leads[update][0][pipeline_id]={lead.pipeline_id}",
+        f"leads[update][0][price]={lead.price}",
+        f"leads[update][0][last_modified]={lead.updated_at}",
+        f"leads[update][0][updated_at]={lead.updated_at}",
+    ]
+    for k, item in enumerate(lead.custom_fields_values or []):
+        lines.append(f"leads[update][0][custom_fields][{k}][id]={item['field_id']}")
+        for m, value in enumerate(item.get("values") or []):
+            lines.append(
+                f"leads[update][0][custom_fields][{k}][values][{m}][value]={value['value']}"
+            )
+    return "\n".join([*lines, *_account_lines(fake)])
+
+
+def note_form(fake: FakeAmoCRM, lead: FakeLead, note: dict[str, Any]) -> str:
+    """The `note_lead` webhook (decoded form lines) about a new note on `lead` (§1.2)."""
+    prefix = "leads[note][0][note]"
+    lines = [
+        f"{prefix}[id]={note['id']}",
+        f"{prefix}[element_id]={lead.id}",
+        f"{prefix}[element_type]=2",
+        f"{prefix}[note_type]=4",
+        f"{prefix}[text]={note['params']['text']}",
+        f"{prefix}[date_create]={lead.updated_at}",
+    ]
+    return "\n".join([*lines, *_account_lines(fake)])
+
+
+def _account_lines(fake: FakeAmoCRM) -> list[str]:
+    return [f"account[subdomain]={fake.subdomain}", f"account[id]={fake.account_id}"]
+
+
+def _json_body(request: FakeRequest) -> Any:
+    try:
+        return request.json()
+    except ValueError:
+        return None

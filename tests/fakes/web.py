@@ -12,7 +12,8 @@ A fake is a `FakeService` subclass that adds routes in `__init__`:
             return Reply.json({"id": int(thing_id)})
 
 `service.handle(request)` is the whole server (call it directly in unit tests); `service.wsgi`
-serves the same thing over real HTTP (`tests.support.loopback.LoopbackServer`). Every request is
+serves the same thing over real HTTP (`tests.support.loopback.LoopbackServer`), and
+`service.install(mock, base_url)` answers a `responses` mock's requests to `base_url` with it. Every request is
 logged (`service.log`) before anything else happens, faults included, so a test can count the
 requests a client made and when it made them (`peak_rate` counts them in sliding windows).
 
@@ -31,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from werkzeug.wrappers import Request, Response
 
@@ -209,6 +210,27 @@ class FakeService:
     def respond(self, request: FakeRequest) -> Reply:
         """The real answer; subclasses wrap it (locks, counters) when they need to."""
         return self.routes.dispatch(request)
+
+    def install(self, mock: Any, base_url: str) -> FakeService:
+        """Answer every request to `base_url` (any method) that `responses` intercepts."""
+        pattern = re.compile(re.escape(base_url.rstrip("/")) + r"(/.*)?$")
+
+        def answer(prepared: Any) -> tuple[int, dict[str, str], bytes | str]:
+            parts = urlsplit(prepared.url)
+            body = prepared.body or b""
+            request = FakeRequest(
+                method=prepared.method,
+                path=parts.path,
+                query=parse_qs(parts.query, keep_blank_values=True),
+                headers={name.lower(): value for name, value in prepared.headers.items()},
+                body=body.encode("utf-8") if isinstance(body, str) else body,
+            )
+            reply = self.handle(request)
+            return reply.status, dict(reply.headers), reply.body
+
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+            mock.add_callback(method, pattern, callback=answer)
+        return self
 
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         reply = self.handle(FakeRequest.from_wsgi(environ))
