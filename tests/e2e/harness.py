@@ -313,6 +313,16 @@ class DevServerAPI:
         data: dict[str, Any] = self._get(f"/v1/runs/{run_id}")["data"]
         return data
 
+    def ended_run(self, run_id: str, *, timeout: float = 30.0) -> dict[str, Any]:
+        """Run `run_id` from the REST API once it shows the run ended, with its output. The
+        GraphQL run list can report a run as ended a moment before `/v1/runs/<id>` does."""
+
+        def ended() -> dict[str, Any] | None:
+            run = self.run(run_id)
+            return run if run.get("status") in FINAL_STATUSES and "output" in run else None
+
+        return wait_until(ended, timeout=timeout, what=f"run {run_id} to show as ended")
+
     def wait_for_run(self, ulid: str, *, timeout: float = 60.0) -> dict[str, Any]:
         """The one run event `ulid` started, once it has ended (Completed/Failed/Cancelled)."""
 

@@ -39,7 +39,7 @@ def test_keepalive_is_registered_with_its_schedule_and_an_invoked_run_refreshes(
             timeout=60,
             what="the invoked keepalive run to end",
         )
-        run = stack.api.run(run_ref["id"])
+        run = stack.api.ended_run(run_ref["id"])
 
         assert function["triggers"] == [{"cron": CRON}]
         assert run["status"] == "Completed", run

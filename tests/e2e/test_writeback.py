@@ -182,6 +182,6 @@ def test_a_permanent_erp_error_leaves_one_failure_note(stack: Stack, lead_id: in
         what="the failure handler's run to end",
     )
     assert failure["status"] == "COMPLETED", failure
-    assert stack.api.run(failure["id"])["output"]["status"] == "noted"
+    assert stack.api.ended_run(failure["id"])["output"]["status"] == "noted"
     assert len(stack.amo.notes_of(lead_id)) == 1
     assert stack.records_of_lead(lead_id) == []
