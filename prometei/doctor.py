@@ -12,6 +12,11 @@ Each check is a plain function returning `Check(name, ok, detail, fix)`, so the 
                   the entity exists; ERP_FIELD_MAP's fields exist, are writable and fit their
                   sources, required fields are filled; ERP_LEAD_ID_FIELD is a text field, or
                   where lead -> record ids are remembered (`prometei.erp.checks`)
+    webhook subscription
+                  amoCRM's webhooks API lists ours (PUBLIC_URL + /api/webhook?token=), enabled
+                  and subscribed to lead status changes (`prometei.amocrm.subscriptions`)
+    inngest dev server
+                  dev mode only: the dev server answers where INNGEST_DEV points
     inngest       event and signing keys present (cloud mode) and of the right form, and the
                   serve origin syncs register (INNGEST_SERVE_ORIGIN, else Vercel's URL)
     webhook       AMOCRM_WEBHOOK_SECRET is set (and usable in a URL)
@@ -366,7 +371,11 @@ def _amocrm_fix(settings: Settings, exc: PrometeiError) -> str:  # noqa: PLR0911
             "check the account's IP whitelist and the integration's access rights"
         )
     if status == 429:
-        return "wait a minute and run doctor again; stop or slow down a running backfill (--rate)"
+        return (
+            "wait a minute and run doctor again; something uses more than this integration's "
+            "7 requests/s (check the AMOCRM_BUDGET_* shares and other tools using the "
+            "integration's token)"
+        )
     if isinstance(exc, UpstreamUnavailable):
         return f"check network access to {settings.amocrm_host}; retry later if amoCRM is down"
     return "see the detail; run with PROMETEI_LOG_LEVEL=DEBUG for the request log"
@@ -407,6 +416,27 @@ def check_amocrm(services: Services) -> Check:
         True,
         f"{mode} accepted by {settings.amocrm_host}: account {account.get('id')}{label}",
     )
+
+
+def check_webhook_subscription(services: Services, *, amocrm: Check | None) -> Check:
+    """Our subscription in amoCRM: there, enabled, subscribed to lead status changes."""
+    from prometei.amocrm import subscriptions
+
+    name = "webhook subscription"
+    settings = services.settings
+    if amocrm is None or not amocrm.ok or amocrm.skipped:
+        return _skip(name, "not run: the amocrm row did not pass (see above)")
+    api = subscriptions.WebhooksAPI(services.amocrm_housekeeping)
+    health = subscriptions.check(settings, api)
+    if health.ok:
+        return Check(name, True, health.detail)
+    if health.state == "not_configured":
+        if settings.is_dev:
+            return _skip(name, f"not run: {health.detail}")
+        return Check(name, True, health.detail, health.fix, warning=True)
+    if health.state == "unknown":
+        return Check(name, True, health.detail, health.fix, warning=True)
+    return _fail(name, health.detail, health.fix)
 
 
 # ---- ERP --------------------------------------------------------------------------------------
@@ -500,6 +530,32 @@ def _stage_names(services: Services) -> Callable[[str], list[str]]:
 
 
 # ---- Inngest ----------------------------------------------------------------------------------
+
+DEV_SERVER_COMMAND = "npx inngest-cli@latest dev -u http://127.0.0.1:3000/api/inngest"
+
+
+def check_dev_server(settings: Settings) -> Check:
+    """Dev mode: does an Inngest dev server answer where INNGEST_DEV points?"""
+    from prometei.http import make_session, send
+
+    name = "inngest dev server"
+    origin = settings.event_api_origin
+    fix = (
+        f"start it: {DEV_SERVER_COMMAND} (with `make serve` on port 3000), or point "
+        "INNGEST_DEV at the dev server's URL"
+    )
+    try:
+        response = send(make_session(), "inngest", "GET", origin + "dev", timeout=(2.0, 5.0))
+    except PrometeiError as exc:
+        return _fail(name, f"no dev server at {origin}: {exc.message}", fix)
+    if response.status_code != 200:
+        return _fail(
+            name,
+            f"{origin}dev answered {response.status_code}: something else listens there, "
+            "not an Inngest dev server",
+            fix,
+        )
+    return Check(name, True, f"the dev server answers at {origin}")
 
 
 def _signing_key_problem(value: str) -> str | None:
@@ -651,7 +707,7 @@ def check_webhook_secret(settings: Settings) -> Check:
 
 # ---- all of them ------------------------------------------------------------------------------
 
-NETWORK_CHECKS = ("kv", "amocrm", "erp", "erp schema")
+NETWORK_CHECKS = ("kv", "amocrm", "webhook subscription", "erp", "erp schema")
 
 
 def run_checks(
@@ -678,15 +734,21 @@ def run_checks(
 
     services = Services(settings)
 
-    def erp_login() -> Check | None:
-        return next((check for check in results if check.name == "erp"), None)
+    def earlier(name: str) -> Check | None:
+        return next((check for check in results if check.name == name), None)
 
     network: list[tuple[str, Callable[[], Check | list[Check]]]] = [
         ("kv", lambda: check_kv(settings)),
         ("amocrm", lambda: check_amocrm(services)),
+        (
+            "webhook subscription",
+            lambda: check_webhook_subscription(services, amocrm=earlier("amocrm")),
+        ),
         ("erp", lambda: check_erp(services)),
-        ("erp schema", lambda: check_erp_schema(services, login=erp_login())),
+        ("erp schema", lambda: check_erp_schema(services, login=earlier("erp"))),
     ]
+    if settings.is_dev:
+        network.append(("inngest dev server", lambda: check_dev_server(settings)))
     for name, run in network:
         if offline:
             emit(_skip(name, "not run (--offline)"))

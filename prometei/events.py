@@ -127,16 +127,21 @@ def lead_event_id(account: WebhookAccount, item: LeadItem) -> str:
     return f"amocrm-lead-{item.id}-{item.action}-{digest[:32]}"
 
 
-def sync_event(lead_id: int, *, id: str | None = None) -> Event:
-    """`amocrm/lead.sync` for one lead: the one builder replays and backfills use.
+def sync_event(lead_id: int, *, id: str | None = None, source: str | None = None) -> Event:
+    """`amocrm/lead.sync` for one lead: the one builder replays, backfills and the reconcile
+    use.
 
     Without `id` the event has none, so Inngest runs it even if the lead was synced recently;
-    pass an `id` to make repeats a no-op for 24 h (replay: `replay-<lead>-<key>`, backfill:
-    `sync-<lead>-<updated_at>`).
+    pass an `id` to make repeats a no-op for 24 h (replay: `replay-<lead>-<key>`, backfill
+    and reconcile: `sync-<lead>-<updated_at>`). `source` (`backfill`, `reconcile`) is shown
+    in the event's data for whoever reads it in the dashboard.
     """
     if isinstance(lead_id, bool) or not isinstance(lead_id, int) or lead_id <= 0:
         raise InputError(f"lead id {lead_id!r} must be a positive integer")
-    event: Event = {"name": SYNC_EVENT, "data": {"lead_id": lead_id}}
+    data: dict[str, Any] = {"lead_id": lead_id}
+    if source is not None:
+        data["source"] = source
+    event: Event = {"name": SYNC_EVENT, "data": data}
     if id is not None:
         event["id"] = id
     return event

@@ -85,7 +85,14 @@ def _render_body(response: requests.Response) -> str:
 
 @click.group()
 def webhook() -> None:
-    """Send sample amoCRM webhooks to an intake."""
+    """Send sample amoCRM webhooks to an intake; register and check ours in amoCRM.
+
+    \b
+    Examples:
+      python -m prometei webhook send
+      python -m prometei webhook status
+      python -m prometei webhook register
+    """
 
 
 @webhook.command("send")

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from werkzeug.wrappers import Request, Response
 
@@ -209,6 +209,29 @@ class FakeService:
     def respond(self, request: FakeRequest) -> Reply:
         """The real answer; subclasses wrap it (locks, counters) when they need to."""
         return self.routes.dispatch(request)
+
+    def responses_callback(
+        self, clock: Callable[[], float] = time.monotonic
+    ) -> Callable[[Any], tuple[int, dict[str, str], bytes]]:
+        """This fake as a `responses` callback (`add_callback(method, url_regex, cb)`), for
+        unit tests that run clients on a fake `clock`: the request log gets its timestamps."""
+
+        def callback(prepared: Any) -> tuple[int, dict[str, str], bytes]:
+            parts = urlsplit(prepared.url or "")
+            body = prepared.body or b""
+            request = FakeRequest(
+                method=str(prepared.method),
+                path=parts.path,
+                query=parse_qs(parts.query, keep_blank_values=True),
+                headers={name.lower(): value for name, value in prepared.headers.items()},
+                body=body.encode() if isinstance(body, str) else body,
+                at=clock(),
+            )
+            reply = self.handle(request)
+            raw = reply.body.encode() if isinstance(reply.body, str) else reply.body
+            return reply.status, dict(reply.headers), raw
+
+        return callback
 
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         reply = self.handle(FakeRequest.from_wsgi(environ))
