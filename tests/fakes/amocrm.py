@@ -6,6 +6,7 @@ every `/api/` request (401 problem+json otherwise), and answers:
     GET  /api/v4/account            the account (id, name, subdomain, ...)
     GET  /api/v4/leads/<id>         the lead in v4 shape, `_embedded.contacts` with ?with=contacts;
                                     204 when there is no such lead (what amoCRM sends)
+    GET  /api/v4/contacts/<id>      a contact added with `add_contact` (204 otherwise)
     GET  /api/v4/leads              the list as amoCRM pages it: `filter[updated_at][from|to]`,
                                     `filter[pipeline_id]`, `filter[statuses][i][...]`,
                                     `filter[id]`, `order[updated_at|created_at|id]=asc|desc`,
@@ -144,6 +145,7 @@ class FakeAmoCRM(FakeService):
         self.oauth = oauth or FakeAmoOAuth()
         self.leads: dict[int, FakeLead] = {}
         self.webhooks: dict[str, FakeWebhook] = {}
+        self.contacts: dict[int, dict[str, Any]] = {}
         self._webhook_ids = itertools.count(839_656)
         self._clock = itertools.count(int(time.time()))
         self.list_answers = 0
@@ -154,6 +156,7 @@ class FakeAmoCRM(FakeService):
         self.routes.add("GET", r"/api/v4/account", self._account)
         self.routes.add("GET", r"/api/v4/leads", self._list_leads)
         self.routes.add("GET", r"/api/v4/leads/(?P<lead_id>\d+)", self._lead)
+        self.routes.add("GET", r"/api/v4/contacts/(?P<contact_id>\d+)", self._contact)
         self.routes.add("GET|POST|DELETE", r"/api/v4/webhooks", self._webhooks)
         self.routes.add("POST", r"/oauth2/access_token", self._token)
 
@@ -176,6 +179,16 @@ class FakeAmoCRM(FakeService):
                 setattr(lead, name, value)
             lead.updated_at = max(lead.updated_at + 1, next(self._clock))
         return lead
+
+    def add_contact(self, contact_id: int, name: str) -> None:
+        with self._lock:
+            self.contacts[contact_id] = {
+                "id": contact_id,
+                "name": name,
+                "custom_fields_values": None,
+                "account_id": self.account_id,
+                "_links": {"self": {"href": f"{self.origin}/api/v4/contacts/{contact_id}"}},
+            }
 
     def touch_at(self, lead_id: int, updated_at: int, **changes: Any) -> FakeLead:
         """Change a lead and set its `updated_at` to exactly `updated_at` (crowded seconds)."""
@@ -206,6 +219,7 @@ class FakeAmoCRM(FakeService):
         with self._lock:
             self.leads.clear()
             self.webhooks.clear()
+            self.contacts.clear()
             self.list_answers = 0
             self.after_list = None
 
@@ -251,6 +265,13 @@ class FakeAmoCRM(FakeService):
             with_ = (request.arg("with") or "").split(",")
             body = lead.as_api(self.account_id, self.origin, with_contacts="contacts" in with_)
         return Reply.json(body, content_type=HAL_JSON)
+
+    def _contact(self, request: FakeRequest, contact_id: str) -> Reply:
+        with self._lock:
+            contact = self.contacts.get(int(contact_id))
+        if contact is None:
+            return Reply.empty(204)
+        return Reply.json(contact, content_type=HAL_JSON)
 
     def _list_leads(self, request: FakeRequest) -> Reply:
         try:
