@@ -9,7 +9,7 @@ long-lived token, ERP_LEAD_ID_FIELD set (every write is a lookup + insert), ERP_
 
 - Latency: leads one after another; from the POST to /api/webhook until the ERP fake has
   answered the record's insert. Then the same number of webhooks at once (the handler's
-  throttle of 5 runs/s spreads them out).
+  throttle of AMOCRM_BUDGET_RUNS = 5 runs/s spreads them out).
 - Calls per run: executor calls to /api/inngest counted by the proxy per run id.
 - Batch: one `crm/batch-create-deals` event with 1000 deals; wall time until the 1000th record,
   records and duplicates counted in the fake, the most inserts/updates in flight at once, and
@@ -235,7 +235,8 @@ def run(quick: bool = False) -> Section:
     section.notes += [
         "The executor adds its queue: a lead's two steps are three HTTP calls with a queue "
         "hop between each (`--tick 50` ms here; Inngest Cloud's own latency differs).",
-        "The burst is paced by amocrm-webhook-handler's throttle (5 runs/s, burst 2), which "
+        "The burst is paced by amocrm-webhook-handler's throttle (AMOCRM_BUDGET_RUNS: 5 runs/s, "
+        "burst 1) and the runs' limiter, which "
         "keeps amoCRM under its 7 requests/s.",
         "Batch runs are fan-out runs of create-erp-task (ERP_CONCURRENCY=4 function-wide) plus "
         "the batch run; executor calls include the batch run's own. The app answers each call "

@@ -70,6 +70,14 @@ SUBDOMAIN_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 RESERVED_SUBDOMAINS = frozenset({"www", "api", "developers", "oauth", "id", "static"})
 _SUBDOMAIN_RE = re.compile(rf"^{SUBDOMAIN_LABEL}$")
 DEV_SERVER_ORIGIN = "http://127.0.0.1:8288/"
+LOCAL_SERVE_URL = "http://127.0.0.1:3000/api/inngest"  # `make serve`
+
+
+def dev_server_command(serve_url: str = LOCAL_SERVE_URL) -> str:
+    """How to start Inngest's dev server for the app at `serve_url` (for messages)."""
+    return f"npx inngest-cli@latest dev -u {serve_url}"
+
+
 CLOUD_EVENT_API_ORIGIN = "https://inn.gs/"
 # amoCRM answers at most 7 requests per second per integration, across every instance and
 # caller (reference amocrm.md §4.1); the three AMOCRM_BUDGET_* shares may not add up to more.

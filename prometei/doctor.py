@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from prometei.config import ENV_NAMES, Settings, settings_from_mapping
+from prometei.config import ENV_NAMES, Settings, dev_server_command, settings_from_mapping
 from prometei.errors import (
     ConfigError,
     PrometeiError,
@@ -286,9 +286,13 @@ def _legacy_webhook_url(settings: Settings) -> list[Check]:
 def _summary(settings: Settings, count: int) -> str:
     token = "long-lived token" if settings.uses_long_lived_token else "OAuth"
     erp_host = urlsplit(settings.crm_api_url or "").hostname or "?"
+    from prometei.amocrm.budget import describe
+
+    reconcile = settings.reconcile_schedule or "off"
     return (
         f"{count} variables set; mode {settings.mode}; amoCRM {settings.amocrm_host} "
-        f"({token}); ERP {erp_host}; token store {settings.store_kind}"
+        f"({token}); ERP {erp_host}; token store {settings.store_kind}; amoCRM budget "
+        f"{describe(settings)}; reconcile {reconcile}"
     )
 
 
@@ -531,8 +535,6 @@ def _stage_names(services: Services) -> Callable[[str], list[str]]:
 
 # ---- Inngest ----------------------------------------------------------------------------------
 
-DEV_SERVER_COMMAND = "npx inngest-cli@latest dev -u http://127.0.0.1:3000/api/inngest"
-
 
 def check_dev_server(settings: Settings) -> Check:
     """Dev mode: does an Inngest dev server answer where INNGEST_DEV points?"""
@@ -541,7 +543,7 @@ def check_dev_server(settings: Settings) -> Check:
     name = "inngest dev server"
     origin = settings.event_api_origin
     fix = (
-        f"start it: {DEV_SERVER_COMMAND} (with `make serve` on port 3000), or point "
+        f"start it: {dev_server_command()} (with `make serve` on port 3000), or point "
         "INNGEST_DEV at the dev server's URL"
     )
     try:

@@ -253,3 +253,26 @@ def test_a_named_env_file_that_does_not_exist_is_an_error(tmp_path: Path, monkey
     assert "'.env.prodution' does not exist" in result.output
     # The default .env may be absent: that is a normal local run.
     assert command("doctor", "--offline").exit_code in (0, 1)
+
+
+def test_a_failed_replay_in_dev_mode_names_the_dev_server_and_promises_nothing(
+    mock, set_env
+) -> None:
+    set_env(INNGEST_DEV="1", INNGEST_EVENT_KEY=None)
+    refused = requests.ConnectionError(ConnectionRefusedError(111, "Connection refused"))
+    mock.add(responses.POST, "http://127.0.0.1:8288/e/NO_EVENT_KEY_SET", body=refused)
+    result = command("replay", "25399013", "--key", "k1")
+    assert result.exit_code == 1
+    assert "connection to 127.0.0.1:8288 refused" in result.output
+    assert "Inngest dev server runs at http://127.0.0.1:8288/" in result.output
+    assert "npx inngest-cli@latest dev -u http://127.0.0.1:3000/api/inngest" in result.output
+    assert "--key k1" in result.output and "will retry" not in result.output
+
+
+def test_webhook_send_to_a_closed_local_port_says_how_to_start_the_intake(mock) -> None:
+    refused = requests.ConnectionError(ConnectionRefusedError(111, "Connection refused"))
+    mock.add(responses.POST, "http://127.0.0.1:3000/api/webhook", body=refused)
+    result = command("webhook", "send")
+    assert result.exit_code == 1
+    assert "connection to 127.0.0.1:3000 refused" in result.output
+    assert "make serve" in result.output and "will retry" not in result.output

@@ -139,6 +139,7 @@ def test_everything_passing_exits_0_with_an_ok_row_per_check(healthy):
         "webhook secret": "OK",
     }
     assert "0 failed: ready" in flat(result)
+    assert "amoCRM budget runs 5 + backfill 1 + reconcile 1 = 7 of 7 requests/s" in flat(result)
     assert "account 29085955 'Example LLC'" in flat(result)
     assert "login accepted by erp.example.test as api" in flat(result)
     assert [c[0] for c in healthy.kv_commands] == ["PING", "SET"]

@@ -18,6 +18,7 @@ from prometei.amocrm.client import AmoCRMClient
 from prometei.amocrm.ratelimit import COOLDOWN_S, Brake, SlidingWindowLimiter
 from prometei.errors import UpstreamUnavailable
 from tests.fakes.amocrm import FakeAmoCRM, rate_limited
+from tests.support.amo_listing import Tokens
 from tests.support.loopback import LoopbackServer
 
 TOKEN = "limiter-token-SECRET"
@@ -140,17 +141,6 @@ def test_threads_share_one_limit_and_a_release_wakes_a_waiter() -> None:
 # ---- at the fake amoCRM, over real HTTP ---------------------------------------------------------
 
 
-class Tokens:
-    def access_token(self) -> str:
-        return TOKEN
-
-    def after_unauthorized(self, rejected: str) -> str | None:
-        return None
-
-    def account_host(self) -> str:
-        return "example.amocrm.ru"
-
-
 @pytest.fixture
 def amo() -> Iterator[tuple[FakeAmoCRM, str]]:
     fake = FakeAmoCRM(access_tokens=(TOKEN,))
@@ -186,7 +176,7 @@ def test_many_threads_never_put_more_than_the_limit_into_any_second_at_the_fake(
     fake, url = amo
     fake.fail_next(delay_s=0.15, times=6)  # some answers are slow, the others are not
     limiter = SlidingWindowLimiter(7)
-    client = AmoCRMClient(Tokens(), limiter=limiter, api_base_url=url)
+    client = AmoCRMClient(Tokens(TOKEN), limiter=limiter, api_base_url=url)
 
     assert hammer(client, threads=8, each=3) == []
 
@@ -201,7 +191,7 @@ def test_one_429_pauses_every_thread_of_the_process_for_amocrms_wait(amo) -> Non
     fake.fail_next(rate_limited(retry_after_s=1))
     budget.reset_for_tests()
     brake = budget.process_brake()
-    client = AmoCRMClient(Tokens(), limiter=SlidingWindowLimiter(7, brake=brake), api_base_url=url)
+    client = AmoCRMClient(Tokens(TOKEN), limiter=SlidingWindowLimiter(7, brake=brake), api_base_url=url)
 
     errors = hammer(client, threads=4, each=2)
 

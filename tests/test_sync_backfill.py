@@ -181,3 +181,20 @@ def test_the_same_command_after_a_finished_run_starts_over(wired, state_path) ->
     again = Sink()
     report: BackfillReport = engine(wired, again, state_path).run(BackfillFilters())
     assert report.resumed_from is None and again.lead_ids == [1, 2, 3]
+
+
+def test_a_run_stopped_inside_a_crowded_second_resumes_without_resending(
+    wired, state_path
+) -> None:
+    for lead_id in range(1, 31):  # 30 leads in one second, pages of 10: listed by id
+        wired.amo.add_lead(lead_id, updated_at=BASE_TIME)
+    first = Sink(fail_on=3)
+    failed = engine(wired, first, state_path, batch_size=5).run(BackfillFilters())
+    assert failed.outcome.error is not None
+    state = json.loads(state_path.read_text())
+    assert state["cursor"]["second"] == BASE_TIME and len(state["cursor"]["seen"]) == 10
+
+    second = Sink()
+    engine(wired, second, state_path, batch_size=5).run(BackfillFilters())
+
+    assert sorted(first.lead_ids + second.lead_ids) == list(range(1, 31))

@@ -85,7 +85,11 @@ def test_every_lead_is_listed_while_managers_edit_leads(wired, exclusive_bounds)
             assert (lead_id, updated) in got
 
 
-def test_a_second_crowded_with_more_leads_than_a_page_is_listed_whole(wired) -> None:
+@pytest.mark.parametrize("exclusive_bounds", [False, True], ids=["inclusive", "exclusive"])
+def test_a_second_crowded_with_more_leads_than_a_page_is_listed_whole(
+    wired, exclusive_bounds
+) -> None:
+    wired.amo.exclusive_updated_range = exclusive_bounds
     wired.add_leads(5)  # seconds 0..4
     crowded = BASE_TIME + 10
     for lead_id in range(100, 135):
@@ -103,6 +107,8 @@ def test_a_second_crowded_with_more_leads_than_a_page_is_listed_whole(wired) -> 
 
     assert ids == set(range(1, 6)) | set(range(100, 135)) | set(range(200, 203))
     assert (110, wired.amo.leads[110].updated_at) in got  # its new version, later
+    assert len(got) == len(set(got))  # the second pass hands out nothing twice
+    assert listing.inclusive is not exclusive_bounds  # learnt from the answers
 
 
 def test_a_thousand_leads_cost_five_requests_and_a_quiet_account_one(wired) -> None:

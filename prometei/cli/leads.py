@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, TextIO
 
 import click
 
-from prometei.cli._ops import EXIT_FAILED, EXIT_OK, EXIT_USAGE, exit_with, load_services
+from prometei.cli._ops import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    exit_with,
+    inngest_hint,
+    load_services,
+)
 from prometei.errors import ConfigError, PrometeiError
 from prometei.redaction import mask_values
 
@@ -46,6 +53,7 @@ class ReplayResult:
     key: str
     sent: list[tuple[int, str]] = field(default_factory=list)  # (lead id, event id)
     error: str | None = None
+    failure: PrometeiError | None = None
 
 
 def replay_event_id(lead_id: int, key: str) -> str:
@@ -73,6 +81,7 @@ def replay_leads(
             raise
         except PrometeiError as exc:
             result.error = exc.message
+            result.failure = exc
             return result
         result.sent += [(event["data"]["lead_id"], event["id"]) for event in batch]
     return result
@@ -118,9 +127,10 @@ def replay(lead_ids: tuple[int, ...], key: str | None) -> None:
         exit_with(
             EXIT_FAILED,
             mask_values(
-                f"sending failed for {left} lead(s): {result.error}\n"
-                f"run the same command again with --key {result.key} to retry; leads already "
-                "sent will not run twice",
+                f"sending failed for {left} lead(s): {result.error}"
+                f"{inngest_hint(services.settings, result.failure)}\n"
+                f"then run the same command again with --key {result.key}; leads already sent "
+                "will not run twice",
                 secrets,
             ),
         )
@@ -348,7 +358,8 @@ def backfill(
     if isinstance(error, ConfigError):
         exit_with(EXIT_USAGE, mask_values(f"configuration error: {error.message}", secrets))
     if error is not None:
-        stopped = _stopped(f"failed: {error.message}\n{_counts(report)}", path, dry_run)
+        hint = inngest_hint(settings, error)
+        stopped = _stopped(f"failed: {error.message}{hint}\n{_counts(report)}", path, dry_run)
         exit_with(EXIT_FAILED, mask_values(stopped, secrets))
     _print_report(report, path, settings.reconcile_schedule)
     sys.exit(EXIT_OK)

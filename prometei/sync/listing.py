@@ -133,14 +133,12 @@ class Batch:
     """Leads handed out by one step of the listing, oldest first ((updated_at, id) order).
 
     `done_before`: after this batch, every lead updated before that second has been handed
-    out (None on the last batch, which holds everything up to the newest lead)."""
+    out (None: no new such second, e.g. part of a crowded second). `final`: the last batch,
+    which holds everything up to the newest lead."""
 
     leads: list[LeadSnapshot] = field(default_factory=list)
     done_before: int | None = None
-
-    @property
-    def final(self) -> bool:
-        return self.done_before is None
+    final: bool = False
 
 
 class LeadListing:
@@ -157,6 +155,9 @@ class LeadListing:
     ) -> None:
         self.client = client
         self.page_size = max(1, min(page_size, MAX_PAGE_SIZE))
+        # Learnt from the answers: True once amoCRM returned a lead updated exactly at a
+        # `from` bound (the bound is inclusive; then nothing is asked twice).
+        self.inclusive = False
         self.max_retries = max_retries
         self.requests = 0
         self._sleep = sleep
@@ -165,11 +166,10 @@ class LeadListing:
         """Batches of every lead updated at or after second `start` (until the newest)."""
         second = start
         while True:
-            query = wanted.query(updated_from=second - 1 if second > 0 else None)
-            page = self._fetch(query, 1)
+            page = self._fetch(wanted.query(updated_from=self._lower_bound(second)), 1)
             fresh = self._checked(page, second)
             if not page.full:
-                yield Batch(_ordered(fresh))
+                yield Batch(_ordered(fresh), final=True)
                 return
             newest = max(lead.updated_at or 0 for lead in page.leads)
             if newest > second:
@@ -177,30 +177,46 @@ class LeadListing:
                 yield Batch(_ordered(done), newest)
                 second = newest
             else:
-                # A full page of seconds second-1 and second: more leads than a page share
-                # them. List that short window by id until it holds still.
-                crowded = self._second_by_id(second, wanted)
-                yield Batch(_ordered(crowded), second + 1)
+                # A full page of seconds up to `second`: more leads than a page share them.
+                # List that short window by id until it holds still.
+                for part in self._second_by_id(second, wanted):
+                    yield Batch(_ordered(part))
+                yield Batch([], second + 1)
                 second += 1
 
+    def _lower_bound(self, second: int) -> int | None:
+        """`filter[updated_at][from]` for "at or after `second`": one second earlier while
+        we do not know whether amoCRM's bound is inclusive (extra leads are dropped here)."""
+        if second <= 0:
+            return None
+        return second if self.inclusive else second - 1
+
     # ---- one crowded second ------------------------------------------------------------------
-    def _second_by_id(self, second: int, wanted: LeadFilter) -> list[LeadSnapshot]:
-        """Every lead updated at `second`: the window second-1..second+1 listed by id, page
-        after page, until two consecutive passes saw the same leads (a lead leaving the window
-        mid-pass shifts later pages and changes what the next pass sees)."""
-        query = wanted.query(updated_from=second - 1, updated_to=second + 1, order=("id", "asc"))
+    def _second_by_id(self, second: int, wanted: LeadFilter) -> Iterator[list[LeadSnapshot]]:
+        """Every lead updated at `second`, page by page as they come: the window around it
+        listed by id, page after page, until two consecutive passes saw the same leads (a lead
+        leaving the window mid-pass shifts later pages and changes what the next pass sees).
+        Leads are handed out at once, each once."""
+        window = (second, second) if self.inclusive else (second - 1, second + 1)
+        query = wanted.query(updated_from=window[0], updated_to=window[1], order=("id", "asc"))
         previous: frozenset[tuple[int, int]] | None = None
+        handed: set[int] = set()
         for _ in range(MAX_PASSES):
             listed: dict[int, LeadSnapshot] = {}
             page_number: int | None = 1
             while page_number is not None:
                 page = self._fetch(query, page_number)
+                new = []
                 for lead in page.leads:
                     listed[lead.id] = lead
+                    if lead.updated_at == second and lead.id not in handed:
+                        handed.add(lead.id)
+                        new.append(lead)
+                yield new
                 page_number = page_number + 1 if page.full else None
             seen = frozenset((lead.id, lead.updated_at or 0) for lead in listed.values())
             if seen == previous:
-                return [lead for lead in listed.values() if lead.updated_at == second]
+                return
             previous = seen
         raise UpstreamUnavailable(
             SERVICE,
@@ -216,7 +232,7 @@ class LeadListing:
         while True:
             self.requests += 1
             try:
-                return self.client.list_leads(query, page=page, limit=self.page_size)
+                answer = self.client.list_leads(query, page=page, limit=self.page_size)
             except UpstreamUnavailable as exc:
                 attempt += 1
                 if attempt > self.max_retries:
@@ -227,6 +243,12 @@ class LeadListing:
                 wait = exc.retry_after_seconds or DEFAULT_RETRY_WAIT_S * attempt
                 log.warning("amoCRM list request failed (%s); trying again in %gs", exc, wait)
                 self._sleep(wait)
+                continue
+            if query.updated_from is not None and any(
+                lead.updated_at == query.updated_from for lead in answer.leads
+            ):
+                self.inclusive = True
+            return answer
 
     @staticmethod
     def _checked(page: LeadPage, second: int) -> list[LeadSnapshot]:

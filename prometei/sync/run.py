@@ -109,7 +109,7 @@ class SyncLoop:
             for number, batch in enumerate(self.listing.batches(cursor.second, self.wanted), 1):
                 outcome.requests = self.listing.requests - requests_before
                 self._handle(batch.leads, outcome)
-                if batch.done_before is not None:
+                if batch.done_before is not None and batch.done_before > outcome.cursor.second:
                     outcome.cursor = Cursor(batch.done_before)
                 self._commit(outcome)
                 if self.max_batches is not None and number >= self.max_batches and not batch.final:

@@ -22,7 +22,7 @@ import flask
 from pydantic import SecretStr
 
 from prometei.amocrm.webhook import WebhookAccount, account_problem, parse_webhook
-from prometei.config import Settings
+from prometei.config import Settings, dev_server_command
 from prometei.errors import ConfigError, InputError, PrometeiError
 from prometei.events import build_lead_events
 from prometei.services import Services, get_services
@@ -262,9 +262,9 @@ def _send(services: Services, events: list[dict[str, Any]], request: flask.Reque
             raise _Refusal(
                 503,
                 f"could not hand the events to the Inngest dev server at "
-                f"{settings.event_api_origin} ({exc.message}); start it with `npx "
-                f"inngest-cli@latest dev -u {serve_url}` (or point INNGEST_DEV at where it "
-                "runs), then send the webhook again",
+                f"{settings.event_api_origin} ({exc.message}); start it with "
+                f"`{dev_server_command(serve_url)}` (or point INNGEST_DEV at where it runs), "
+                "then send the webhook again",
             ) from None
         raise _Refusal(
             503,

@@ -22,7 +22,9 @@ def invoke_and_wait(stack: Stack, slug: str) -> dict[str, Any]:
     stack.api.invoke(slug)
     [ref] = wait_until(
         lambda: [
-            r for r in stack.api.function_runs(slug, since) if r["status"] in ("COMPLETED", "FAILED")
+            r
+            for r in stack.api.function_runs(slug, since)
+            if r["status"] in ("COMPLETED", "FAILED")
         ],
         timeout=60,
         what=f"the invoked {slug} run to end",

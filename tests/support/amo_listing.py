@@ -44,8 +44,13 @@ class FakeClock:
 
 
 class Tokens:
+    """A token source that always has `token` (the amoCRM client's `TokenSource`)."""
+
+    def __init__(self, token: str = TOKEN) -> None:
+        self.token = token
+
     def access_token(self) -> str:
-        return TOKEN
+        return self.token
 
     def after_unauthorized(self, rejected: str) -> str | None:
         return None
