@@ -53,15 +53,19 @@ def _latencies(stack, count: int) -> tuple[list[float], list[float], Counter[int
         sent = time.monotonic()
         answer = stack.webhook(status_change_form(lead_id))
         intake.append(_ms(time.monotonic() - sent))
+        # The row exists a moment before the fake has logged its answer: wait for both.
         wait_until(
-            lambda lead_id=lead_id: stack.records_of_lead(lead_id),
+            lambda lead_id=lead_id: (
+                stack.records_of_lead(lead_id) and stack.erp.log[-1].answered_at is not None
+            ),
             timeout=60,
             what=f"the record of lead {lead_id}",
             interval=0.01,
         )
-        # The leads run one at a time, so the last ERP request so far is this lead's insert.
+        # The leads run one at a time, so the last ERP request so far is this lead's insert
+        # (after its lookup; the first lead also reads the entity's schema, then cached).
         insert = stack.erp.log[-1]
-        assert len(stack.erp.log) - before == 2 and insert.answered_at is not None
+        assert len(stack.erp.log) - before in (2, 3) and insert.answered_at is not None
         to_record.append(_ms(insert.answered_at - sent))
         run = stack.api.wait_for_run(answer["inngest_ids"][0])
         calls[stack.executor_calls(run["run_id"])] += 1
