@@ -18,24 +18,10 @@ from prometei.amocrm.client import AmoCRMClient
 from prometei.amocrm.ratelimit import COOLDOWN_S, Brake, SlidingWindowLimiter
 from prometei.errors import UpstreamUnavailable
 from tests.fakes.amocrm import FakeAmoCRM, rate_limited
-from tests.support.amo_listing import Tokens
+from tests.support.amo_listing import FakeClock, Tokens
 from tests.support.loopback import LoopbackServer
 
 TOKEN = "limiter-token-SECRET"
-
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds > 0
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def most_busy_at_once(intervals: list[tuple[float, float]], window: float) -> int:
@@ -48,7 +34,7 @@ def most_busy_at_once(intervals: list[tuple[float, float]], window: float) -> in
 
 
 def test_instant_answers_allow_the_limit_per_window_and_no_more() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     limiter = SlidingWindowLimiter(6, clock=clock, sleep=clock.sleep)
     grants = []
     for _ in range(30):
@@ -62,13 +48,13 @@ def test_instant_answers_allow_the_limit_per_window_and_no_more() -> None:
 
 
 def test_slow_answers_keep_their_slot_until_a_window_after_the_answer() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     limiter = SlidingWindowLimiter(2, clock=clock, sleep=clock.sleep)
     intervals = []
     for _ in range(8):
         ticket = limiter.acquire()
         granted = clock()
-        clock.now += 0.4  # the answer takes 0.4 s: amoCRM counted it somewhere in between
+        clock.t += 0.4  # the answer takes 0.4 s: amoCRM counted it somewhere in between
         limiter.release(ticket)
         intervals.append((granted, clock()))
     assert most_busy_at_once(intervals, 1.0) <= 2
@@ -77,11 +63,11 @@ def test_slow_answers_keep_their_slot_until_a_window_after_the_answer() -> None:
 
 
 def test_idle_time_is_not_banked_into_a_burst() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     limiter = SlidingWindowLimiter(3, clock=clock, sleep=clock.sleep)
     with limiter.slot():
         pass
-    clock.now += 60
+    clock.t += 60
     grants = []
     for _ in range(9):
         with limiter.slot():
@@ -91,7 +77,7 @@ def test_idle_time_is_not_banked_into_a_burst() -> None:
 
 
 def test_the_brake_stops_every_limiter_that_shares_it_then_halves_them() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     brake = Brake(clock=clock)
     runs = SlidingWindowLimiter(4, brake=brake, clock=clock, sleep=clock.sleep)
     listing = SlidingWindowLimiter(2, brake=brake, clock=clock, sleep=clock.sleep)
@@ -191,7 +177,9 @@ def test_one_429_pauses_every_thread_of_the_process_for_amocrms_wait(amo) -> Non
     fake.fail_next(rate_limited(retry_after_s=1))
     budget.reset_for_tests()
     brake = budget.process_brake()
-    client = AmoCRMClient(Tokens(TOKEN), limiter=SlidingWindowLimiter(7, brake=brake), api_base_url=url)
+    client = AmoCRMClient(
+        Tokens(TOKEN), limiter=SlidingWindowLimiter(7, brake=brake), api_base_url=url
+    )
 
     errors = hammer(client, threads=4, each=2)
 

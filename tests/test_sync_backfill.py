@@ -183,9 +183,7 @@ def test_the_same_command_after_a_finished_run_starts_over(wired, state_path) ->
     assert report.resumed_from is None and again.lead_ids == [1, 2, 3]
 
 
-def test_a_run_stopped_inside_a_crowded_second_resumes_without_resending(
-    wired, state_path
-) -> None:
+def test_a_run_stopped_inside_a_crowded_second_resumes_without_resending(wired, state_path) -> None:
     for lead_id in range(1, 31):  # 30 leads in one second, pages of 10: listed by id
         wired.amo.add_lead(lead_id, updated_at=BASE_TIME)
     first = Sink(fail_on=3)
