@@ -62,7 +62,15 @@ redis: $(STAMP) redis-server
 bench-contention: $(STAMP) redis-server
 	$(BIN)/python -m bench --only contention --merge
 
-serve: $(STAMP)
+# Serving needs the runtime set only (requirements.txt, what Vercel installs), not the test tools.
+SERVE_STAMP := $(VENV)/.serving-$(shell cksum < requirements.txt | cut -d' ' -f1)
+
+$(SERVE_STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	rm -f $(VENV)/.serving-* && touch $(SERVE_STAMP)
+
+serve: $(SERVE_STAMP)
 	$(BIN)/python -m prometei serve --port $(PORT)
 
 bench: $(STAMP)

@@ -22,7 +22,16 @@ from pathlib import Path
 
 from bench import PYTHON, ROOT, Section, clean_env
 
-SECTIONS = ("coldstart", "load", "economy", "contention", "batch", "robustness", "executor")
+SECTIONS = (
+    "coldstart",
+    "load",
+    "economy",
+    "contention",
+    "batch",
+    "robustness",
+    "executor",
+    "sync",
+)
 FAULT_MATRIX_DOC = ROOT / "docs" / "fault-matrix.md"
 
 

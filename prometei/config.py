@@ -70,7 +70,21 @@ SUBDOMAIN_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 RESERVED_SUBDOMAINS = frozenset({"www", "api", "developers", "oauth", "id", "static"})
 _SUBDOMAIN_RE = re.compile(rf"^{SUBDOMAIN_LABEL}$")
 DEV_SERVER_ORIGIN = "http://127.0.0.1:8288/"
+LOCAL_SERVE_URL = "http://127.0.0.1:3000/api/inngest"  # `make serve`
+
+
+def dev_server_command(serve_url: str = LOCAL_SERVE_URL) -> str:
+    """How to start Inngest's dev server for the app at `serve_url` (for messages)."""
+    return f"npx inngest-cli@latest dev -u {serve_url}"
+
+
 CLOUD_EVENT_API_ORIGIN = "https://inn.gs/"
+# amoCRM answers at most 7 requests per second per integration, across every instance and
+# caller (reference amocrm.md §4.1); the three AMOCRM_BUDGET_* shares may not add up to more.
+AMOCRM_RATE_LIMIT = 7
+DEFAULT_RECONCILE_CRON = "*/10 * * * *"
+RECONCILE_OFF = ("off", "0", "false", "no", "disabled")
+_CRON_FIELD_RE = re.compile(r"^[0-9A-Za-z*/,?#LW-]+$")
 
 
 _ORIGIN_RE = re.compile(r"^(?P<scheme>https?)://(?P<host>[A-Za-z0-9.-]+(?::\d{1,5})?)/?$")
@@ -263,6 +277,22 @@ class Settings(BaseModel):
     # The deployment's public origin, for URLs we show (the webhook URL to put into amoCRM).
     public_url: str | None = Field(None, alias="PUBLIC_URL")
 
+    # amoCRM's request budget (README "amoCRM's rate limit: one budget"): requests per second
+    # for each kind of caller; the three together never more than AMOCRM_RATE_LIMIT.
+    amocrm_budget_runs: Annotated[int, Field(ge=1, le=AMOCRM_RATE_LIMIT)] = Field(
+        5, alias="AMOCRM_BUDGET_RUNS"
+    )
+    amocrm_budget_backfill: Annotated[int, Field(ge=1, le=AMOCRM_RATE_LIMIT)] = Field(
+        1, alias="AMOCRM_BUDGET_BACKFILL"
+    )
+    amocrm_budget_reconcile: Annotated[int, Field(ge=1, le=AMOCRM_RATE_LIMIT)] = Field(
+        1, alias="AMOCRM_BUDGET_RECONCILE"
+    )
+    # The amocrm-reconcile cron ("off" leaves the function out) and whether it re-subscribes
+    # our webhook when amoCRM removed or disabled it.
+    amocrm_reconcile_cron: str = Field(DEFAULT_RECONCILE_CRON, alias="AMOCRM_RECONCILE_CRON")
+    amocrm_webhook_autorepair: bool = Field(False, alias="AMOCRM_WEBHOOK_AUTOREPAIR")
+
     # Set by Vercel itself; used to refuse a local file token store and dev mode there.
     vercel: str | None = Field(None, alias="VERCEL")
     # Also set by Vercel (host names without a scheme): the environment (production, preview,
@@ -372,6 +402,38 @@ class Settings(BaseModel):
     def _amocrm_api_base_url(cls, value: str | None) -> str | None:
         return None if value is None else _checked_api_base_url(value)
 
+    @field_validator("amocrm_reconcile_cron")
+    @classmethod
+    def _reconcile_cron(cls, value: str) -> str:
+        text = " ".join(value.split())
+        if text.lower() in RECONCILE_OFF:
+            return "off"
+        fields = text.split(" ")
+        if fields and fields[0].startswith(("TZ=", "CRON_TZ=")):
+            fields = fields[1:]
+        if len(fields) != 5 or not all(_CRON_FIELD_RE.match(f) for f in fields):
+            raise ValueError(
+                "must be a cron schedule of five fields like '*/10 * * * *' (optionally "
+                "prefixed with TZ=Europe/Moscow), or 'off'"
+            )
+        return text
+
+    @model_validator(mode="after")
+    def _budget_fits(self) -> Settings:
+        shares = (
+            self.amocrm_budget_runs,
+            self.amocrm_budget_backfill,
+            self.amocrm_budget_reconcile,
+        )
+        if sum(shares) > AMOCRM_RATE_LIMIT:
+            raise ValueError(
+                f"AMOCRM_BUDGET_RUNS ({shares[0]}) + AMOCRM_BUDGET_BACKFILL ({shares[1]}) + "
+                f"AMOCRM_BUDGET_RECONCILE ({shares[2]}) = {sum(shares)} requests/s is more than "
+                f"amoCRM allows one integration ({AMOCRM_RATE_LIMIT}/s); lower one of them so "
+                f"the three add up to {AMOCRM_RATE_LIMIT} or less"
+            )
+        return self
+
     @model_validator(mode="after")
     def _no_dev_mode_on_vercel(self) -> Settings:
         # INNGEST_DEV turns off request signing and the webhook secret requirement. Left over
@@ -475,6 +537,11 @@ class Settings(BaseModel):
         """True when a sync note or the record id field is on: then every sync remembers what
         it wrote (`prometei.amocrm.writeback`)."""
         return self.amocrm_sync_note or self.amocrm_erp_id_field is not None
+
+    @property
+    def reconcile_schedule(self) -> str | None:
+        """The amocrm-reconcile cron, or None when AMOCRM_RECONCILE_CRON is off."""
+        return None if self.amocrm_reconcile_cron == "off" else self.amocrm_reconcile_cron
 
     @property
     def uses_long_lived_token(self) -> bool:

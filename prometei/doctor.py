@@ -15,6 +15,11 @@ Each check is a plain function returning `Check(name, ok, detail, fix)`, so the 
                   the entity exists; ERP_FIELD_MAP's fields exist, are writable and fit their
                   sources, required fields are filled; ERP_LEAD_ID_FIELD is a text field, or
                   where lead -> record ids are remembered (`prometei.erp.checks`)
+    webhook subscription
+                  amoCRM's webhooks API lists ours (PUBLIC_URL + /api/webhook?token=), enabled
+                  and subscribed to lead status changes (`prometei.amocrm.subscriptions`)
+    inngest dev server
+                  dev mode only: the dev server answers where INNGEST_DEV points
     inngest       event and signing keys present (cloud mode) and of the right form, and the
                   serve origin syncs register (INNGEST_SERVE_ORIGIN, else Vercel's URL)
     webhook       AMOCRM_WEBHOOK_SECRET is set (and usable in a URL)
@@ -35,7 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from prometei.config import ENV_NAMES, Settings, settings_from_mapping
+from prometei.config import ENV_NAMES, Settings, dev_server_command, settings_from_mapping
 from prometei.errors import (
     ConfigError,
     PrometeiError,
@@ -293,9 +298,13 @@ def _legacy_webhook_url(settings: Settings) -> list[Check]:
 def _summary(settings: Settings, count: int) -> str:
     token = "long-lived token" if settings.uses_long_lived_token else "OAuth"
     erp_host = urlsplit(settings.crm_api_url or "").hostname or "?"
+    from prometei.amocrm.budget import describe
+
+    reconcile = settings.reconcile_schedule or "off"
     return (
         f"{count} variables set; mode {settings.mode}; amoCRM {settings.amocrm_host} "
-        f"({token}); ERP {erp_host}; token store {settings.store_kind}"
+        f"({token}); ERP {erp_host}; token store {settings.store_kind}; amoCRM budget "
+        f"{describe(settings)}; reconcile {reconcile}"
     )
 
 
@@ -378,7 +387,11 @@ def _amocrm_fix(settings: Settings, exc: PrometeiError) -> str:  # noqa: PLR0911
             "check the account's IP whitelist and the integration's access rights"
         )
     if status == 429:
-        return "wait a minute and run doctor again; stop or slow down a running backfill (--rate)"
+        return (
+            "wait a minute and run doctor again; something uses more than this integration's "
+            "7 requests/s (check the AMOCRM_BUDGET_* shares and other tools using the "
+            "integration's token)"
+        )
     if isinstance(exc, UpstreamUnavailable):
         return f"check network access to {settings.amocrm_host}; retry later if amoCRM is down"
     return "see the detail; run with PROMETEI_LOG_LEVEL=DEBUG for the request log"
@@ -395,7 +408,7 @@ def check_amocrm(services: Services) -> Check:
     ):
         return _skip(name, "not run: no amoCRM token configuration (see above)")
     try:
-        account = services.amocrm.account()
+        account = services.amocrm_housekeeping.account()
     except PrometeiError as exc:
         return _fail(name, exc.message, _amocrm_fix(settings, exc))
     subdomain = str(account.get("subdomain") or "")
@@ -419,6 +432,27 @@ def check_amocrm(services: Services) -> Check:
         True,
         f"{mode} accepted by {settings.amocrm_host}: account {account.get('id')}{label}",
     )
+
+
+def check_webhook_subscription(services: Services, *, amocrm: Check | None) -> Check:
+    """Our subscription in amoCRM: there, enabled, subscribed to lead status changes."""
+    from prometei.amocrm import subscriptions
+
+    name = "webhook subscription"
+    settings = services.settings
+    if amocrm is None or not amocrm.ok or amocrm.skipped:
+        return _skip(name, "not run: the amocrm row did not pass (see above)")
+    api = subscriptions.WebhooksAPI(services.amocrm_housekeeping)
+    health = subscriptions.check(settings, api)
+    if health.ok:
+        return Check(name, True, health.detail)
+    if health.state == "not_configured":
+        if settings.is_dev:
+            return _skip(name, f"not run: {health.detail}")
+        return Check(name, True, health.detail, health.fix, warning=True)
+    if health.state == "unknown":
+        return Check(name, True, health.detail, health.fix, warning=True)
+    return _fail(name, health.detail, health.fix)
 
 
 # ---- ERP --------------------------------------------------------------------------------------
@@ -508,7 +542,7 @@ def check_amocrm_writeback(services: Services, *, amocrm: Check | None) -> list[
         return []  # nothing to check, and no row for a feature that is off
     if amocrm is None or not amocrm.ok or amocrm.skipped:
         return [_skip(ROWS[0], "not run: the amoCRM check did not pass (see above)")]
-    findings = diagnose_writeback(settings, services.amocrm, lambda: services.state)
+    findings = diagnose_writeback(settings, services.amocrm_housekeeping, lambda: services.state)
     return [_LEVEL_CHECKS[f.level](f.name, f.detail, f.fix) for f in findings]
 
 
@@ -527,6 +561,30 @@ def _stage_names(services: Services) -> Callable[[str], list[str]]:
 
 
 # ---- Inngest ----------------------------------------------------------------------------------
+
+
+def check_dev_server(settings: Settings) -> Check:
+    """Dev mode: does an Inngest dev server answer where INNGEST_DEV points?"""
+    from prometei.http import make_session, send
+
+    name = "inngest dev server"
+    origin = settings.event_api_origin
+    fix = (
+        f"start it: {dev_server_command()} (with `make serve` on port 3000), or point "
+        "INNGEST_DEV at the dev server's URL"
+    )
+    try:
+        response = send(make_session(), "inngest", "GET", origin + "dev", timeout=(2.0, 5.0))
+    except PrometeiError as exc:
+        return _fail(name, f"no dev server at {origin}: {exc.message}", fix)
+    if response.status_code != 200:
+        return _fail(
+            name,
+            f"{origin}dev answered {response.status_code}: something else listens there, "
+            "not an Inngest dev server",
+            fix,
+        )
+    return Check(name, True, f"the dev server answers at {origin}")
 
 
 def _signing_key_problem(value: str) -> str | None:
@@ -678,7 +736,7 @@ def check_webhook_secret(settings: Settings) -> Check:
 
 # ---- all of them ------------------------------------------------------------------------------
 
-NETWORK_CHECKS = ("kv", "amocrm", "erp", "erp schema")
+NETWORK_CHECKS = ("kv", "amocrm", "webhook subscription", "erp", "erp schema")
 
 
 def run_checks(
@@ -705,24 +763,27 @@ def run_checks(
 
     services = Services(settings)
 
-    def erp_login() -> Check | None:
-        return next((check for check in results if check.name == "erp"), None)
-
-    def amocrm_row() -> Check | None:
-        return next((check for check in results if check.name == "amocrm"), None)
+    def earlier(name: str) -> Check | None:
+        return next((check for check in results if check.name == name), None)
 
     network: list[tuple[str, Callable[[], Check | list[Check]]]] = [
         ("kv", lambda: check_kv(settings)),
         ("amocrm", lambda: check_amocrm(services)),
+        (
+            "webhook subscription",
+            lambda: check_webhook_subscription(services, amocrm=earlier("amocrm")),
+        ),
         ("erp", lambda: check_erp(services)),
-        ("erp schema", lambda: check_erp_schema(services, login=erp_login())),
+        ("erp schema", lambda: check_erp_schema(services, login=earlier("erp"))),
     ]
     if enabled_settings(settings):  # no row at all for write-back that is off
 
         def writeback() -> list[Check]:
-            return check_amocrm_writeback(services, amocrm=amocrm_row())
+            return check_amocrm_writeback(services, amocrm=earlier("amocrm"))
 
         network.insert(2, ("amocrm write-back", writeback))
+    if settings.is_dev:
+        network.append(("inngest dev server", lambda: check_dev_server(settings)))
     for name, run in network:
         if offline:
             emit(_skip(name, "not run (--offline)"))

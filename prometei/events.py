@@ -127,19 +127,26 @@ def lead_event_id(account: WebhookAccount, item: LeadItem) -> str:
     return f"amocrm-lead-{item.id}-{item.action}-{digest[:32]}"
 
 
-def sync_event(lead_id: int, *, id: str | None = None, force: bool = False) -> Event:
-    """`amocrm/lead.sync` for one lead: the one builder replays and backfills use.
+def sync_event(
+    lead_id: int, *, id: str | None = None, force: bool = False, source: str | None = None
+) -> Event:
+    """`amocrm/lead.sync` for one lead: the one builder replays, backfills and the reconcile
+    use.
 
     Without `id` the event has none, so Inngest runs it even if the lead was synced recently;
-    pass an `id` to make repeats a no-op for 24 h (replay: `replay-<lead>-<key>`, backfill:
-    `sync-<lead>-<updated_at>`). `force` (replay) writes the ERP record even when write-back
-    remembers the same values written already (`prometei.amocrm.writeback`).
+    pass an `id` to make repeats a no-op for 24 h (replay: `replay-<lead>-<key>`, backfill
+    and reconcile: `sync-<lead>-<updated_at>`). `force` (replay) writes the ERP record even when
+    write-back remembers the same values written already (`prometei.amocrm.writeback`).
+    `source` (`backfill`, `reconcile`) is shown in the event's data for whoever reads it in the
+    dashboard.
     """
     if isinstance(lead_id, bool) or not isinstance(lead_id, int) or lead_id <= 0:
         raise InputError(f"lead id {lead_id!r} must be a positive integer")
     data: dict[str, Any] = {"lead_id": lead_id}
     if force:
         data["force"] = True
+    if source is not None:
+        data["source"] = source
     event: Event = {"name": SYNC_EVENT, "data": data}
     if id is not None:
         event["id"] = id

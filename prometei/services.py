@@ -75,9 +75,18 @@ class Services:
 
     @_built_once
     def amocrm(self) -> AmoCRMClient:
+        """The client of the handler's runs (the `runs` lane of the amoCRM budget)."""
         from prometei.amocrm.client import AmoCRMClient
 
         return AmoCRMClient.from_settings(self.settings, self.tokens)
+
+    @_built_once
+    def amocrm_housekeeping(self) -> AmoCRMClient:
+        """The client of the reconcile cron and the operator's one-off commands (doctor,
+        webhook register/status): the `reconcile` lane of the amoCRM budget."""
+        from prometei.amocrm.client import AmoCRMClient
+
+        return AmoCRMClient.from_settings(self.settings, self.tokens, lane="reconcile")
 
     @_built_once
     def erp(self) -> ERPClient:

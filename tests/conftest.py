@@ -70,9 +70,11 @@ def project_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dic
     env = dict(BASE_ENV, PROMETEI_STATE_DIR=str(tmp_path / "state"))
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    from prometei.amocrm import budget
     from prometei.services import reset_services
 
     reset_services()
+    budget.reset_for_tests()  # a 429 in one test must not pause the next one's requests
     yield env
     reset_services()
 

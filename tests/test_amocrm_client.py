@@ -14,8 +14,9 @@ from prometei.amocrm.client import (
     RATE_LIMITED_BACKOFF_SECONDS,
     AmoCRMClient,
     LeadPage,
+    LeadQuery,
 )
-from prometei.amocrm.ratelimit import RateLimiter
+from prometei.amocrm.ratelimit import SlidingWindowLimiter
 from prometei.config import get_settings
 from prometei.errors import (
     ConfigError,
@@ -69,7 +70,7 @@ def make_client(tokens: FakeTokens | None = None) -> AmoCRMClient:
     clock = FakeClock()
     return AmoCRMClient(
         tokens or FakeTokens(),
-        limiter=RateLimiter(6, clock=clock, sleep=clock.sleep),
+        limiter=SlidingWindowLimiter(6, clock=clock, sleep=clock.sleep),
         expected_subdomain="example",
     )
 
@@ -376,11 +377,14 @@ def test_requests_go_through_the_limiter() -> None:
         return 204, {}, ""
 
     responses.add_callback(responses.GET, LEAD_URL, callback=callback)
-    client = AmoCRMClient(FakeTokens(), limiter=RateLimiter(6, clock=clock, sleep=clock.sleep))
+    limiter = SlidingWindowLimiter(6, clock=clock, sleep=clock.sleep)
+    client = AmoCRMClient(FakeTokens(), limiter=limiter)
     for _ in range(7):
         client.get_lead(4242)
     assert len(stamps) == 7
-    assert stamps[-1] - stamps[0] >= 1.0 - 1e-9
+    # The 7th waits until the 1st has been answered a whole second ago.
+    assert stamps[-1] - stamps[0] >= 1.0
+    assert limiter.in_flight() == 0
 
 
 # ---- list_leads ---------------------------------------------------------------------------
@@ -417,11 +421,11 @@ def test_list_leads_sends_v4_filters_and_follows_next_link() -> None:
             )
         ],
     )
-    page = make_client().list_leads(
-        pipeline_id=77, status_ids=[142, 143], updated_since=1700000000, page=3
-    )
+    query = LeadQuery(pipeline_id=77, status_ids=(142, 143), updated_from=1700000000)
+    page = make_client().list_leads(query, page=3)
     assert [lead.id for lead in page.leads] == [1, 2]
     assert page.next_page == 4
+    assert page.full
 
 
 @responses.activate
@@ -433,42 +437,45 @@ def test_list_leads_last_page_and_pipeline_only_filter() -> None:
             matchers.query_param_matcher(
                 {
                     "filter[pipeline_id]": "77",
+                    "filter[updated_at][to]": "1700000009",
                     "page": "1",
                     "limit": "50",
-                    "order[updated_at]": "asc",
+                    "order[id]": "desc",
                 }
             )
         ],
     )
-    page = make_client().list_leads(
-        pipeline_id=77, status_ids=None, updated_since=None, page=1, limit=50
-    )
+    query = LeadQuery(pipeline_id=77, updated_to=1700000009, order=("id", "desc"))
+    page = make_client().list_leads(query, page=1, limit=50)
     assert [lead.id for lead in page.leads] == [5]
     assert page.next_page is None
+    assert not page.full
 
 
 @responses.activate
 def test_list_leads_204_is_an_empty_final_page() -> None:
     responses.get(LEADS_URL, status=204)
-    page = make_client().list_leads(pipeline_id=None, status_ids=None, updated_since=None, page=9)
-    assert page == LeadPage(leads=[], next_page=None)
+    page = make_client().list_leads(LeadQuery(), page=9)
+    assert page == LeadPage(leads=[], next_page=None, full=False)
 
 
 @responses.activate
 def test_list_leads_without_embedded_is_protocol_error() -> None:
     responses.get(LEADS_URL, json={"_links": {}})
     with pytest.raises(UpstreamProtocolError):
-        make_client().list_leads(pipeline_id=None, status_ids=None, updated_since=None, page=1)
+        make_client().list_leads(LeadQuery())
 
 
 def test_list_leads_validates_arguments() -> None:
     client = make_client()
     with pytest.raises(InputError, match="pipeline_id"):
-        client.list_leads(pipeline_id=None, status_ids=[142], updated_since=None, page=1)
+        client.list_leads(LeadQuery(status_ids=(142,)))
     with pytest.raises(InputError, match="limit"):
-        client.list_leads(pipeline_id=None, status_ids=None, updated_since=None, page=1, limit=500)
+        client.list_leads(LeadQuery(), limit=500)
     with pytest.raises(InputError, match="page"):
-        client.list_leads(pipeline_id=None, status_ids=None, updated_since=None, page=0)
+        client.list_leads(LeadQuery(), page=0)
+    with pytest.raises(InputError, match="sorts lists by"):
+        client.list_leads(LeadQuery(order=("name", "asc")))
 
 
 # ---- account ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import json
 import pytest
 import responses
 
-from prometei.amocrm.ratelimit import RateLimiter
+from prometei.amocrm.ratelimit import SlidingWindowLimiter
 from prometei.errors import UpstreamAuthError, UpstreamRejected, UpstreamUnavailable
 from tests.conftest import AMO_BASE
 from tests.test_amocrm_client import TOKEN, FakeTokens, make_client
@@ -134,17 +134,12 @@ def test_writes_wait_for_the_same_limiter_as_reads() -> None:
     responses.get(LEAD_URL, json={"id": 4242})
     responses.post(NOTES_URL, json={"_embedded": {"notes": [{"id": 5}]}})
     responses.patch(LEAD_URL, json={"id": 4242, "updated_at": 1})
-    acquired: list[int] = []
-
-    class CountingLimiter(RateLimiter):
-        def acquire(self) -> None:
-            acquired.append(1)
-
-    client = AmoCRMClient(FakeTokens(), limiter=CountingLimiter(), expected_subdomain="example")
+    limiter = SlidingWindowLimiter(6)
+    client = AmoCRMClient(FakeTokens(), limiter=limiter, expected_subdomain="example")
     client.get_lead(4242)
     client.add_lead_note(4242, "x")
     client.set_lead_field(4242, 977001, "1")
-    assert len(acquired) == 3
+    assert (limiter.granted, limiter.in_flight()) == (3, 0)
 
 
 @responses.activate

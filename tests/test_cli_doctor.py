@@ -25,6 +25,8 @@ from tests.conftest import AMO_BASE, BASE_ENV, ERP_URL, TEST_SECRETS
 from tests.fixtures import rukovoditel as ruko
 
 KV_URL = "https://doctor-kv.upstash.io"
+PUBLIC = "https://prometei.example.com"
+OUR_HOOK = f"{PUBLIC}/api/webhook?token={TEST_SECRETS['AMOCRM_WEBHOOK_SECRET']}"
 KV_TOKEN = "kv-rest-token-SECRET-5555"
 ACCOUNT = {"id": 29085955, "subdomain": "example", "name": "Example LLC"}
 ALL_SECRETS = [*TEST_SECRETS.values(), KV_TOKEN]
@@ -87,6 +89,14 @@ def answer_erp(mock: responses.RequestsMock, **answers: str) -> None:
     mock.add_callback(responses.POST, ERP_URL, callback=answer)
 
 
+def hook(destination: str, *, disabled: bool = False, settings=("status_lead",)) -> dict:
+    return {"id": 1, "destination": destination, "disabled": disabled, "settings": list(settings)}
+
+
+def webhooks(*items: dict) -> dict:
+    return {"_total_items": len(items), "_embedded": {"webhooks": list(items)}}
+
+
 @pytest.fixture
 def kv_env(set_env):
     set_env(KV_REST_API_URL=KV_URL, KV_REST_API_TOKEN=KV_TOKEN)
@@ -95,7 +105,7 @@ def kv_env(set_env):
 @pytest.fixture
 def healthy(mock, kv_env, set_env):
     """Every outside system answers as it should; tests override one of them."""
-    set_env(ERP_LEAD_ID_FIELD="1041")
+    set_env(ERP_LEAD_ID_FIELD="1041", PUBLIC_URL=PUBLIC)
     kv_commands: list[list] = []
 
     def kv_answer(request):
@@ -107,6 +117,7 @@ def healthy(mock, kv_env, set_env):
 
     mock.add_callback(responses.POST, KV_URL, callback=kv_answer)
     mock.get(f"{AMO_BASE}/api/v4/account", json=ACCOUNT)
+    mock.get(f"{AMO_BASE}/api/v4/webhooks", json=webhooks(hook(OUR_HOOK)))
     answer_erp(mock)
     mock.kv_commands = kv_commands
     return mock
@@ -119,6 +130,7 @@ def test_everything_passing_exits_0_with_an_ok_row_per_check(healthy):
         "environment": "OK",
         "kv": "OK",
         "amocrm": "OK",
+        "webhook subscription": "OK",
         "erp": "OK",
         "erp entity": "OK",
         "erp field map": "OK",
@@ -127,6 +139,7 @@ def test_everything_passing_exits_0_with_an_ok_row_per_check(healthy):
         "webhook secret": "OK",
     }
     assert "0 failed: ready" in flat(result)
+    assert "amoCRM budget runs 5 + backfill 1 + reconcile 1 = 7 of 7 requests/s" in flat(result)
     assert "account 29085955 'Example LLC'" in flat(result)
     assert "login accepted by erp.example.test as api" in flat(result)
     assert [c[0] for c in healthy.kv_commands] == ["PING", "SET"]
@@ -144,6 +157,7 @@ def test_json_output_lists_every_check(healthy):
         "environment",
         "kv",
         "amocrm",
+        "webhook subscription",
         "erp",
         "erp entity",
         "erp field map",
@@ -198,6 +212,7 @@ def test_no_amocrm_token_configuration_fails(healthy, set_env):
 def test_kv_401_fails_with_a_token_fix(mock, kv_env):
     mock.post(KV_URL, status=401, json={"error": "WRONGPASS invalid or missing auth token"})
     mock.get(f"{AMO_BASE}/api/v4/account", json=ACCOUNT)
+    mock.get(f"{AMO_BASE}/api/v4/webhooks", json=webhooks(hook(OUR_HOOK)))
     answer_erp(mock)
     result = invoke()
     assert result.exit_code == 1
@@ -214,6 +229,7 @@ def test_kv_read_only_token_fails_on_the_probe_write(mock, kv_env):
 
     mock.add_callback(responses.POST, KV_URL, callback=kv_answer)
     mock.get(f"{AMO_BASE}/api/v4/account", json=ACCOUNT)
+    mock.get(f"{AMO_BASE}/api/v4/webhooks", json=webhooks(hook(OUR_HOOK)))
     answer_erp(mock)
     result = invoke()
     assert result.exit_code == 1
@@ -280,6 +296,7 @@ def test_oauth_with_a_stored_pair_passes(mock, oauth_env, project_env):
         )
     )
     mock.get(f"{AMO_BASE}/api/v4/account", json=ACCOUNT)
+    mock.get(f"{AMO_BASE}/api/v4/webhooks", json=webhooks(hook(OUR_HOOK)))
     answer_erp(mock)
     result = invoke()
     assert result.exit_code == 0, result.output
@@ -363,11 +380,58 @@ def test_dev_mode_needs_no_keys_and_only_warns_about_the_webhook_secret(healthy,
         INNGEST_EVENT_KEY=None,
         AMOCRM_WEBHOOK_SECRET=None,
     )
+    healthy.get("http://127.0.0.1:8288/dev", json={"functions": []})
     result = invoke()
     assert result.exit_code == 0, result.output
     assert rows(result)["inngest"] == "OK"
+    assert rows(result)["inngest dev server"] == "OK"
     assert rows(result)["webhook secret"] == "WARN"
+    assert rows(result)["webhook subscription"] == "SKIP"  # no secret: ours is unknown
     assert "1 warning(s), 0 failed" in flat(result)
+
+
+def test_dev_mode_probes_the_dev_server_and_says_how_to_start_it(healthy, set_env):
+    set_env(INNGEST_DEV="1", INNGEST_SIGNING_KEY=None, INNGEST_EVENT_KEY=None)
+    result = invoke()  # nothing answers at http://127.0.0.1:8288 (the mock refuses)
+    assert result.exit_code == 1
+    assert rows(result)["inngest dev server"] == "FAIL"
+    assert "no dev server at http://127.0.0.1:8288/" in flat(result)
+    fix = fix_of(result, "inngest dev server")
+    assert "npx inngest-cli@latest dev -u http://127.0.0.1:3000/api/inngest" in fix
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "expected"),
+    [
+        (webhooks(hook(OUR_HOOK, disabled=True)), "FAIL", "has disabled our webhook"),
+        (webhooks(hook("https://elsewhere.example/hook?key=zzz")), "FAIL", "none of them to"),
+        (webhooks(hook(OUR_HOOK, settings=("add_lead",))), "FAIL", "not subscribed to lead status"),
+        (None, "FAIL", "none of them to"),  # amoCRM's 204: no webhooks at all
+    ],
+)
+def test_webhook_subscription_row_fails_when_ours_does_not_deliver(
+    healthy, answer, status, expected
+):
+    healthy.replace(
+        responses.GET,
+        f"{AMO_BASE}/api/v4/webhooks",
+        **({"json": answer} if answer is not None else {"status": 204}),
+    )
+    result = invoke()
+    assert result.exit_code == 1
+    assert rows(result)["webhook subscription"] == status
+    assert expected in flat(result)
+    assert "python -m prometei webhook register" in fix_of(result, "webhook subscription")
+
+
+def test_webhook_subscription_row_warns_when_the_token_may_not_list_webhooks(healthy):
+    healthy.replace(
+        responses.GET, f"{AMO_BASE}/api/v4/webhooks", status=403, json={"title": "Forbidden"}
+    )
+    result = invoke()
+    assert result.exit_code == 0, result.output
+    assert rows(result)["webhook subscription"] == "WARN"
+    assert "administrator" in fix_of(result, "webhook subscription")
 
 
 # ---- the checks as plain functions ------------------------------------------------------------
@@ -443,7 +507,13 @@ def test_main_registers_every_operator_command_with_examples(monkeypatch, capsys
         assert f"  {name} " in listed
     for path in (
         ["doctor"],
+        ["webhook"],
         ["webhook", "send"],
+        ["webhook", "register"],
+        ["webhook", "status"],
+        ["serve"],
+        ["tokens"],
+        ["erp"],
         ["replay"],
         ["backfill"],
         ["tokens", "status"],

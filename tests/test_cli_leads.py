@@ -1,18 +1,17 @@
-"""`replay` and `backfill` against `responses` mocks of amoCRM and the Inngest event API.
+"""`replay` and `backfill` against the paging fake amoCRM and a mock of the event API.
 
-The backfill's rate limiter runs on a fake clock: the mock records the fake time of every
-amoCRM request, so the rate bound is measured from request timestamps and nothing sleeps.
+The backfill's rate limiter runs on a fake clock: the fake's request log records the fake time
+of every amoCRM request, so the rate bound is measured where requests land and nothing sleeps.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import responses
@@ -21,6 +20,7 @@ from click.testing import CliRunner, Result
 from prometei.cli import leads
 from prometei.cli.leads import backfill, default_state_file, replay
 from tests.conftest import AMO_BASE, EVENT_API, TEST_SECRETS
+from tests.support.amo_listing import BASE_TIME, WiredAmo, fake_amo
 
 LEADS_URL = re.compile(re.escape(AMO_BASE) + r"/api/v4/leads(\?.*)?$")
 PIPELINE = 7012345
@@ -47,66 +47,13 @@ def run(command, *args: str) -> Result:
     return result
 
 
-class FakeClock:
-    """Monotonic time that only moves when the limiter sleeps."""
-
-    def __init__(self) -> None:
-        self.t = 5000.0
-        self.slept: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.slept.append(seconds)
-        self.t += seconds
-
-
 @pytest.fixture
-def clock(monkeypatch) -> FakeClock:
-    fake = FakeClock()
-    monkeypatch.setattr(leads, "clock", fake.now)
-    monkeypatch.setattr(leads, "sleep", fake.sleep)
-    return fake
-
-
-def lead(lead_id: int) -> dict:
-    return {
-        "id": lead_id,
-        "name": f"Order #{lead_id}",
-        "price": 1000,
-        "status_id": 142,
-        "pipeline_id": PIPELINE,
-        "updated_at": 1_735_700_000 + lead_id,
-        "account_id": 29085955,
-    }
-
-
-class Amo:
-    """GET /api/v4/leads over `total` leads, paged by the request's `limit`."""
-
-    def __init__(self, clock: FakeClock, total: int) -> None:
-        self.clock = clock
-        self.total = total
-        self.requests: list[tuple[float, dict[str, str]]] = []
-
-    def __call__(self, request):
-        params = {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
-        self.requests.append((self.clock.now(), params))
-        page, limit = int(params["page"]), int(params["limit"])
-        ids = list(range(1, self.total + 1))[(page - 1) * limit : page * limit]
-        if not ids:
-            return 204, {}, ""
-        links = {"self": {"href": "..."}}
-        if page * limit < self.total:
-            links["next"] = {"href": "..."}
-        body = {"_page": page, "_links": links, "_embedded": {"leads": [lead(i) for i in ids]}}
-        return 200, {}, json.dumps(body)
-
-    @property
-    def pages(self) -> list[int]:
-        return [int(params["page"]) for _, params in self.requests]
+def amo(mock, monkeypatch) -> Iterator[WiredAmo]:
+    """The paging fake amoCRM; the backfill's limiter runs on its fake clock."""
+    with fake_amo(mock) as wired:
+        monkeypatch.setattr(leads, "clock", wired.clock.now)
+        monkeypatch.setattr(leads, "sleep", wired.clock.sleep)
+        yield wired
 
 
 class Inngest:
@@ -133,24 +80,32 @@ class Inngest:
     def event_ids(self) -> list[str]:
         return [event["id"] for batch in self.batches for event in batch]
 
+    @property
+    def lead_ids(self) -> list[int]:
+        return [event["data"]["lead_id"] for batch in self.batches for event in batch]
 
-def wire(mock, clock: FakeClock, total: int, inngest: Inngest | None = None) -> tuple[Amo, Inngest]:
-    amo = Amo(clock, total)
+
+def wire(mock, amo: WiredAmo, total: int, inngest: Inngest | None = None) -> Inngest:
+    amo.add_leads(total, pipeline_id=PIPELINE, status_id=142)
     events = inngest or Inngest()
-    mock.add_callback(responses.GET, LEADS_URL, callback=amo)
     mock.add_callback(responses.POST, EVENT_API, callback=events)
-    return amo, events
+    return events
 
 
 def state_files(env) -> list[Path]:
     return sorted(Path(env["PROMETEI_STATE_DIR"]).glob("backfill-*.json"))
 
 
+def list_queries(amo: WiredAmo) -> list[dict[str, list[str]]]:
+    return [entry.query for entry in amo.amo.requests("GET", "/api/v4/leads")]
+
+
 # ---- backfill ---------------------------------------------------------------------------------
 
 
-def test_backfill_pages_through_every_lead_with_the_filters(mock, clock, project_env):
-    amo, inngest = wire(mock, clock, total=5)
+def test_backfill_lists_every_lead_with_the_filters_and_counts_them(mock, amo, project_env):
+    inngest = wire(mock, amo, total=5)
+    amo.amo.leads[3].status_id = 999  # listed (the pipeline is asked for), filtered here
     result = run(
         backfill,
         "--pipeline-id", str(PIPELINE),
@@ -161,96 +116,113 @@ def test_backfill_pages_through_every_lead_with_the_filters(mock, clock, project
         "--batch-size", "2",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert amo.pages == [1, 2, 3]
-    first = amo.requests[0][1]
-    assert first["filter[statuses][0][pipeline_id]"] == str(PIPELINE)
-    assert first["filter[statuses][0][status_id]"] == "142"
-    assert first["filter[statuses][1][status_id]"] == "143"
-    assert first["filter[updated_at][from]"] == str(SINCE_2025)
-    assert first["order[updated_at]"] == "asc"
-    assert first["limit"] == "2"
-    assert inngest.event_ids == [f"sync-{i}-{1_735_700_000 + i}" for i in range(1, 6)]
-    assert [len(b) for b in inngest.batches] == [2, 2, 1]
+    first = list_queries(amo)[0]
+    assert first["filter[pipeline_id]"] == [str(PIPELINE)]
+    assert first["filter[updated_at][from]"] == [str(SINCE_2025 - 1)]
+    assert first["order[updated_at]"] == ["asc"] and first["limit"] == ["2"]
+    assert inngest.event_ids == [f"sync-{i}-{BASE_TIME + i - 1}" for i in (1, 2, 4, 5)]
+    assert all(len(b) <= 2 for b in inngest.batches)
     assert {e["name"] for b in inngest.batches for e in b} == {"amocrm/lead.sync"}
-    assert inngest.batches[0][0]["data"] == {"lead_id": 1}
-    assert "done: 5 sync event(s) sent for 5 lead(s) in 3 page(s)" in result.stdout
-    assert state_files(project_env) == []  # a finished run leaves no progress file
+    assert inngest.batches[0][0]["data"] == {"lead_id": 1, "source": "backfill"}
+    requests = len(list_queries(amo))
+    assert (
+        f"done: 5 lead(s) listed = 4 sent + 1 filtered out + 0 failed; {requests} amoCRM "
+        "request(s)" in result.stdout
+    )
+    [record] = state_files(project_env)
+    state = json.loads(record.read_text())
+    assert state["finished_at"] and state["counts"]["listed"] == 5
+    assert record.name in result.stdout
 
 
-@pytest.mark.parametrize(("rate", "pages"), [(None, 20), ("3", 12), ("7", 30)])
-def test_backfill_never_exceeds_the_rate_measured_at_the_mock(mock, clock, rate, pages):
-    amo, _ = wire(mock, clock, total=pages)
+@pytest.mark.parametrize(
+    ("budget", "rate", "expected"), [(None, None, 1), ("3", "2", 2), ("3", None, 3)]
+)
+def test_backfill_stays_within_its_share_measured_at_the_fake(
+    mock, amo, set_env, budget, rate, expected
+):
+    if budget:
+        set_env(AMOCRM_BUDGET_BACKFILL=budget, AMOCRM_BUDGET_RUNS="3")
+    wire(mock, amo, total=12)
     result = run(backfill, "--page-size", "1", *(("--rate", rate) if rate else ()))
     assert result.exit_code == 0, result.output
-    assert len(amo.requests) == pages
-    limit = int(rate or 6)  # the default stays below amoCRM's 7/s
-    stamps = [t for t, _ in amo.requests]
-    gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    assert min(gaps) >= 1 / limit - 1e-9
-    # Any one-second window, wherever it starts, holds at most `rate` requests.
-    for start in stamps:
-        # (1e-6 s of slack: requests exactly 1/rate apart add up to 0.9999999999991 s.)
-        assert sum(1 for t in stamps if start <= t < start + 1 - 1e-6) <= limit
-    assert clock.slept, "the limiter never waited: the bound was not exercised"
+    assert len(list_queries(amo)) >= 12
+    # Any one-second window at the fake, wherever it starts, holds at most the share.
+    assert amo.amo.peak_rate(1.0) == expected
+    assert amo.clock.slept, "the limiter never waited: the bound was not exercised"
 
 
-def test_backfill_dry_run_lists_and_sends_nothing(mock, clock, project_env):
-    amo, inngest = wire(mock, clock, total=5)
+def test_backfill_rate_above_its_share_is_refused_before_any_request(mock, amo):
+    inngest = wire(mock, amo, total=3)
+    result = run(backfill, "--rate", "2")
+    assert result.exit_code == 2
+    assert "AMOCRM_BUDGET_BACKFILL=1" in result.stderr
+    assert list_queries(amo) == [] and inngest.calls == 0
+
+
+def test_backfill_dry_run_lists_and_sends_nothing(mock, amo, project_env):
+    inngest = wire(mock, amo, total=5)
     result = run(backfill, "--pipeline-id", str(PIPELINE), "--page-size", "2", "--dry-run")
     assert result.exit_code == 0, result.output
-    assert amo.pages == [1, 2, 3]
-    assert amo.requests[0][1]["filter[pipeline_id]"] == str(PIPELINE)
     assert inngest.calls == 0
-    assert "dry run: 5 lead(s) in 3 page(s) would be synced; nothing was sent" in result.stdout
+    assert "dry run: 5 lead(s) listed = 5 to sync + 0 filtered out" in result.stdout
+    assert "nothing was sent" in result.stdout
     assert state_files(project_env) == []
 
 
-def test_backfill_resumes_after_the_last_finished_page(mock, clock, project_env):
-    amo, inngest = wire(mock, clock, total=5, inngest=Inngest(fail_on=2))
-    args = ("--pipeline-id", str(PIPELINE), "--page-size", "2", "--batch-size", "2")
+def test_backfill_resumes_with_another_page_size_and_skips_nothing(mock, amo, project_env):
+    inngest = wire(mock, amo, total=9, inngest=Inngest(fail_on=2))
+    args = ("--pipeline-id", str(PIPELINE), "--batch-size", "2")
 
-    first = run(backfill, *args)
+    first = run(backfill, *args, "--page-size", "4")
     assert first.exit_code == 1
-    assert "progress is saved" in first.stderr
-    assert "run the same command again to resume" in first.stderr
+    assert "progress is saved in" in first.stderr
+    assert "run the same command again to continue from there" in first.stderr
+    assert re.search(r"\d+ lead\(s\) listed = 2 sent \+ 0 filtered out \+ \d+ failed", first.stderr)
     [state_file] = state_files(project_env)
-    state = json.loads(state_file.read_text())
-    assert state["last_completed_page"] == 1
-    assert inngest.event_ids == ["sync-1-1735700001", "sync-2-1735700002"]
+    assert json.loads(state_file.read_text())["committed"]["sent"] == 2
 
-    amo.requests.clear()
-    second = run(backfill, *args)
+    second = run(backfill, *args, "--page-size", "250")  # the README's advice after a 504
     assert second.exit_code == 0, second.output
-    assert amo.pages == [2, 3]  # page 1 is not fetched again
-    assert inngest.event_ids == [f"sync-{i}-{1_735_700_000 + i}" for i in range(1, 6)]
-    assert "resumed at page 2" in second.stdout
-    assert state_files(project_env) == []
+    assert "resumed from saved progress" in second.stdout
+    assert sorted(inngest.lead_ids) == list(range(1, 10))  # each once, none skipped
+    assert "9 lead(s) listed = 9 sent + 0 filtered out + 0 failed" in second.stdout
 
 
-def test_backfill_restart_ignores_saved_progress(mock, clock, project_env):
-    amo, _ = wire(mock, clock, total=3, inngest=Inngest(fail_on=2))
-    args = ("--page-size", "1")
-    assert run(backfill, *args).exit_code == 1
-    amo.requests.clear()
-    result = run(backfill, *args, "--restart")
+def test_backfill_restart_ignores_saved_progress(mock, amo, project_env):
+    inngest = wire(mock, amo, total=3, inngest=Inngest(fail_on=2))
+    assert run(backfill, "--batch-size", "1").exit_code == 1
+    result = run(backfill, "--batch-size", "1", "--restart")
     assert result.exit_code == 0, result.output
-    assert amo.pages[0] == 1
+    assert inngest.lead_ids == [1, 1, 2, 3]
 
 
-def test_backfill_interrupted_keeps_progress(mock, clock, project_env):
-    wire(mock, clock, total=4, inngest=Inngest(interrupt_on=3))
-    result = run(backfill, "--page-size", "1")
+def test_backfill_interrupted_keeps_progress(mock, amo, project_env):
+    wire(mock, amo, total=4, inngest=Inngest(interrupt_on=3))
+    result = run(backfill, "--batch-size", "1")
     assert result.exit_code == 1
     assert "interrupted" in result.stderr
     [state_file] = state_files(project_env)
-    assert json.loads(state_file.read_text())["last_completed_page"] == 2
+    assert json.loads(state_file.read_text())["committed"]["sent"] == 2
 
 
-def test_backfill_stops_on_an_amocrm_auth_failure(mock, clock):
-    mock.get(LEADS_URL, status=401, json={"title": "Unauthorized"})
+def test_backfill_prints_plain_progress_lines_without_a_terminal(mock, amo, monkeypatch):
+    monkeypatch.setattr(leads, "PROGRESS_EVERY_S", 0.0)
+    wire(mock, amo, total=6)
+    result = run(backfill, "--page-size", "3", "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("backfill: ")]
+    assert len(lines) >= 3 and "\r" not in result.stderr
+    assert lines[-1].startswith("backfill: 6 listed, 6 sent, 0 filtered, 0 failed;")
+    assert "leads updated up to 2025-01-01 02:53:25 UTC" in lines[-1]
+
+
+def test_backfill_stops_on_an_amocrm_auth_failure(mock, amo):
+    amo.amo.access_tokens.clear()
     result = run(backfill)
     assert result.exit_code == 1
     assert "(401)" in result.stderr
+    assert "0 lead(s) listed = 0 sent" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -264,11 +236,21 @@ def test_backfill_stops_on_an_amocrm_auth_failure(mock, clock):
         ("--page-size", "251"),
     ],
 )
-def test_backfill_bad_options_exit_2_before_any_request(mock, clock, args):
-    amo, inngest = wire(mock, clock, total=1)
+def test_backfill_bad_options_exit_2_before_any_request(mock, amo, args):
+    inngest = wire(mock, amo, total=1)
     result = run(backfill, *args)
     assert result.exit_code == 2
-    assert amo.requests == [] and inngest.calls == 0
+    assert list_queries(amo) == [] and inngest.calls == 0
+
+
+def test_backfill_without_a_token_configuration_exits_2_before_any_request(mock, amo, set_env):
+    inngest = wire(mock, amo, total=1)
+    set_env(AMOCRM_ACCESS_TOKEN=None)
+    result = run(backfill)
+    assert result.exit_code == 2
+    assert "AMOCRM_CLIENT_ID" in result.stderr
+    assert "backfill:" not in result.output
+    assert list_queries(amo) == [] and inngest.calls == 0
 
 
 def test_default_state_file_is_per_filter_under_the_state_dir(tmp_path):
@@ -338,13 +320,3 @@ def test_replay_bad_input_exits_2(inngest, args):
     result = run(replay, *args)
     assert result.exit_code == 2
     assert inngest.calls == 0
-
-
-def test_backfill_without_a_token_configuration_exits_2_before_any_request(mock, clock, set_env):
-    amo, inngest = wire(mock, clock, total=1)
-    set_env(AMOCRM_ACCESS_TOKEN=None)
-    result = run(backfill)
-    assert result.exit_code == 2
-    assert "AMOCRM_CLIENT_ID" in result.stderr
-    assert "listing leads" not in result.output and "sending" not in result.output
-    assert amo.requests == [] and inngest.calls == 0

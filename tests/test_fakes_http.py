@@ -15,6 +15,7 @@ from prometei.errors import UpstreamError, UpstreamUnavailable
 from tests.fakes.amocrm import FakeAmoCRM, rate_limited
 from tests.fakes.rukovoditel_http import HTML_500, RukovoditelHTTP, error_500_json
 from tests.fakes.web import FakeRequest, FakeService, Reply
+from tests.support.amo_listing import Tokens
 from tests.support.fake_amo_oauth import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI
 from tests.support.loopback import LoopbackServer
 
@@ -93,19 +94,8 @@ def amo() -> Iterator[tuple[FakeAmoCRM, str]]:
         server.stop()
 
 
-class Tokens:
-    def access_token(self) -> str:
-        return TOKEN
-
-    def after_unauthorized(self, rejected: str) -> str | None:
-        return None
-
-    def account_host(self) -> str:
-        return "example.amocrm.ru"
-
-
 def amo_client(url: str) -> AmoCRMClient:
-    return AmoCRMClient(Tokens(), expected_subdomain="example", api_base_url=url)
+    return AmoCRMClient(Tokens(TOKEN), expected_subdomain="example", api_base_url=url)
 
 
 def test_amocrm_fake_serves_leads_to_the_project_client(amo) -> None:

@@ -1,111 +1,197 @@
-"""RateLimiter on a fake clock: spacing, the 1-second window bound, no real sleeps."""
+"""SlidingWindowLimiter and the 429 brake: on a fake clock (the rules), then with real threads
+and real HTTP against the fake amoCRM, where the sliding window is counted on arrival.
+
+A request counts from its grant until one window after its answer: that is what makes the bound
+hold whenever amoCRM counts a request between our send and its answer.
+"""
 
 from __future__ import annotations
 
-import itertools
 import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 
-from prometei.amocrm.ratelimit import DEFAULT_RATE, RateLimiter
+from prometei.amocrm import budget
+from prometei.amocrm.client import AmoCRMClient
+from prometei.amocrm.ratelimit import COOLDOWN_S, Brake, SlidingWindowLimiter
+from prometei.errors import UpstreamUnavailable
+from tests.fakes.amocrm import FakeAmoCRM, rate_limited
+from tests.support.amo_listing import FakeClock, Tokens
+from tests.support.loopback import LoopbackServer
 
-EPS = 1e-9
-
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.sleeps.append(seconds)
-        self.now += seconds
+TOKEN = "limiter-token-SECRET"
 
 
-def max_in_window(stamps: list[float], width: float = 1.0) -> int:
-    """Most timestamps inside any half-open window [t, t + width)."""
+def most_busy_at_once(intervals: list[tuple[float, float]], window: float) -> int:
+    """The most requests whose [grant, answer] intervals could all land within one window:
+    for each grant g, the intervals that end after g - window and start before g."""
     best = 0
-    for i, start in enumerate(stamps):
-        count = sum(1 for t in stamps[i:] if t < start + width - EPS)
-        best = max(best, count)
+    for grant, _ in intervals:
+        best = max(best, sum(1 for g, r in intervals if g <= grant and r > grant - window))
     return best
 
 
-def test_default_rate_is_below_amocrm_limit() -> None:
-    assert DEFAULT_RATE == 6.0
-    assert RateLimiter().rate < 7
-
-
-def test_thirty_calls_at_six_per_second_take_at_least_4_8_seconds() -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(6, clock=clock, sleep=clock.sleep)
-    stamps = []
+def test_instant_answers_allow_the_limit_per_window_and_no_more() -> None:
+    clock = FakeClock(1000.0)
+    limiter = SlidingWindowLimiter(6, clock=clock, sleep=clock.sleep)
+    grants = []
     for _ in range(30):
-        limiter.acquire()
-        stamps.append(clock())
-    assert stamps[-1] - stamps[0] >= 29 / 6 - EPS  # ~4.83 s of fake time
-    assert max_in_window(stamps) <= 6
-    gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    assert min(gaps) >= 1 / 6 - EPS
+        with limiter.slot():
+            grants.append(clock())
+    # Six go at once, the seventh one window after the first answer, and so on.
+    assert grants[:6] == [1000.0] * 6
+    assert grants[6] == pytest.approx(1001.0)
+    for first, seventh in zip(grants, grants[6:], strict=False):
+        assert seventh - first >= 1.0
 
 
-def test_first_call_does_not_wait_and_idle_time_is_not_banked() -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(6, clock=clock, sleep=clock.sleep)
-    limiter.acquire()
-    assert clock.sleeps == []
-    clock.now += 60  # a long idle pause must not allow a burst afterwards
-    stamps = []
-    for _ in range(12):
-        limiter.acquire()
-        stamps.append(clock())
-    assert max_in_window(stamps) <= 6
-    assert stamps[-1] - stamps[0] >= 11 / 6 - EPS
+def test_slow_answers_keep_their_slot_until_a_window_after_the_answer() -> None:
+    clock = FakeClock(1000.0)
+    limiter = SlidingWindowLimiter(2, clock=clock, sleep=clock.sleep)
+    intervals = []
+    for _ in range(8):
+        ticket = limiter.acquire()
+        granted = clock()
+        clock.t += 0.4  # the answer takes 0.4 s: amoCRM counted it somewhere in between
+        limiter.release(ticket)
+        intervals.append((granted, clock()))
+    assert most_busy_at_once(intervals, 1.0) <= 2
+    # The third request waits for the first one's answer + 1 s, not for its grant + 1 s.
+    assert intervals[2][0] >= intervals[0][1] + 1.0
 
 
-def test_slow_caller_is_never_delayed() -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(6, clock=clock, sleep=clock.sleep)
-    for _ in range(5):
-        limiter.acquire()
-        clock.now += 0.5  # the work between calls is slower than the limit
-    assert clock.sleeps == []
+def test_idle_time_is_not_banked_into_a_burst() -> None:
+    clock = FakeClock(1000.0)
+    limiter = SlidingWindowLimiter(3, clock=clock, sleep=clock.sleep)
+    with limiter.slot():
+        pass
+    clock.t += 60
+    grants = []
+    for _ in range(9):
+        with limiter.slot():
+            grants.append(clock())
+    assert grants[:3] == [grants[0]] * 3
+    assert all(later - earlier >= 1.0 for earlier, later in zip(grants, grants[3:], strict=False))
 
 
-def test_acquire_returns_grant_time() -> None:
-    clock = FakeClock(start=10.0)
-    limiter = RateLimiter(4, clock=clock, sleep=clock.sleep)
-    assert limiter.acquire() == 10.0
-    assert limiter.acquire() == pytest.approx(10.25)
+def test_the_brake_stops_every_limiter_that_shares_it_then_halves_them() -> None:
+    clock = FakeClock(1000.0)
+    brake = Brake(clock=clock)
+    runs = SlidingWindowLimiter(4, brake=brake, clock=clock, sleep=clock.sleep)
+    listing = SlidingWindowLimiter(2, brake=brake, clock=clock, sleep=clock.sleep)
+
+    until = brake.engage(3.0)  # amoCRM's 429 said: wait 3 s
+    with runs.slot():
+        assert clock() == until == 1003.0
+    with listing.slot():
+        assert clock() == 1003.0
+    assert runs.effective_limit(clock()) == 2 and listing.effective_limit(clock()) == 1
+    assert runs.effective_limit(until + COOLDOWN_S + 1) == 4
+    # A later, shorter pause never shortens the one in force.
+    brake.engage(10.0)
+    assert brake.engage(1.0) == pytest.approx(clock() + 10.0)
 
 
-def test_threads_share_one_budget() -> None:
-    clock = FakeClock()
+@pytest.mark.parametrize(("limit", "window"), [(0, 1.0), (3, 0.0)])
+def test_bad_limits_are_refused(limit: int, window: float) -> None:
+    with pytest.raises(ValueError, match=r"limit|window"):
+        SlidingWindowLimiter(limit, window_s=window)
+
+
+def test_threads_share_one_limit_and_a_release_wakes_a_waiter() -> None:
+    """Real time, short window: 5 threads x 4 requests through a limit of 3 per 0.2 s."""
+    limiter = SlidingWindowLimiter(3, window_s=0.2)
     lock = threading.Lock()
-    stamps: list[float] = []
-    limiter = RateLimiter(6, clock=clock, sleep=clock.sleep)
+    intervals: list[tuple[float, float]] = []
 
     def worker() -> None:
-        for _ in range(5):
-            granted = limiter.acquire()
+        for _ in range(4):
+            ticket = limiter.acquire()
+            granted = time.monotonic()
+            limiter.release(ticket)
             with lock:
-                stamps.append(granted)
+                intervals.append((granted, time.monotonic()))
 
-    threads = [threading.Thread(target=worker) for _ in range(4)]
+    threads = [threading.Thread(target=worker) for _ in range(5)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
-    stamps.sort()
-    assert len(stamps) == 20
-    assert max_in_window(stamps) <= 6
+        thread.join(timeout=30)
+    assert len(intervals) == 20
+    assert most_busy_at_once(intervals, 0.2) <= 3
+    assert limiter.waited_s > 0  # the bound was exercised
 
 
-@pytest.mark.parametrize("rate", [0, -1])
-def test_rate_must_be_positive(rate: float) -> None:
-    with pytest.raises(ValueError, match="positive"):
-        RateLimiter(rate)
+# ---- at the fake amoCRM, over real HTTP ---------------------------------------------------------
+
+
+@pytest.fixture
+def amo() -> Iterator[tuple[FakeAmoCRM, str]]:
+    fake = FakeAmoCRM(access_tokens=(TOKEN,))
+    fake.add_lead(4242)
+    server = LoopbackServer(fake.wsgi, "fake-amocrm").start()
+    try:
+        yield fake, server.url
+    finally:
+        fake.stopping.set()
+        server.stop()
+
+
+def hammer(client: AmoCRMClient, threads: int, each: int) -> list[BaseException]:
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        for _ in range(each):
+            try:
+                client.get_lead(4242)
+            except UpstreamUnavailable as exc:
+                errors.append(exc)
+
+    started = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join(timeout=60)
+    return errors
+
+
+def test_many_threads_never_put_more_than_the_limit_into_any_second_at_the_fake(amo) -> None:
+    """amoCRM's own view: 8 threads at once, slow answers, counted on arrival at the fake."""
+    fake, url = amo
+    fake.fail_next(delay_s=0.15, times=6)  # some answers are slow, the others are not
+    limiter = SlidingWindowLimiter(7)
+    client = AmoCRMClient(Tokens(TOKEN), limiter=limiter, api_base_url=url)
+
+    assert hammer(client, threads=8, each=3) == []
+
+    assert fake.lead_reads(4242) == 24
+    assert fake.peak_rate(1.0) <= 7
+    assert fake.peak_rate(1.0) >= 6  # and the limit is used, not wasted
+    assert limiter.waited_s > 0
+
+
+def test_one_429_pauses_every_thread_of_the_process_for_amocrms_wait(amo) -> None:
+    fake, url = amo
+    fake.fail_next(rate_limited(retry_after_s=1))
+    budget.reset_for_tests()
+    brake = budget.process_brake()
+    client = AmoCRMClient(
+        Tokens(TOKEN), limiter=SlidingWindowLimiter(7, brake=brake), api_base_url=url
+    )
+
+    errors = hammer(client, threads=4, each=2)
+
+    assert len(errors) == 1 and errors[0].retry_after_seconds == 1.0
+    assert len(fake.log) == 8
+    [limited] = [entry for entry in fake.log if entry.status == 429]
+    assert limited.answered_at is not None
+    # Requests already on their way when the 429 came back arrive within a few ms; after
+    # that nothing leaves this process, from any thread, until amoCRM's 1 s are over.
+    settled = limited.answered_at + 0.1
+    later = [entry.at for entry in fake.log if entry.at > settled]
+    assert later, "every request went out before the 429: the pause was not exercised"
+    assert min(later) >= limited.answered_at + 1.0 - 0.05
+    assert brake.engaged == 1
+    budget.reset_for_tests()

@@ -3,7 +3,8 @@ pipelines, the account, a user and a lead custom field; and the write-backs: a n
 a lead custom field value.
 
 Every request goes through `_call` (reads through its `_get` shorthand), which adds the bearer
-token, waits for the rate limiter and maps amoCRM's answers onto our error tree (reference:
+token, holds a slot of its budget lane's limiter while the request is out
+(`prometei.amocrm.budget`) and maps amoCRM's answers onto our error tree (reference:
 amocrm.md §3.4, §4.3):
 
     200        JSON body (anything else is a protocol error, retryable)
@@ -12,7 +13,8 @@ amocrm.md §3.4, §4.3):
     3xx        wrong account host: a config error; redirects are never followed with a token
     401        ask the token source once for another token, retry once, then give up
     402, 403   unpaid / blocked / not allowed: permanent, never retried in a loop
-    429        over the rate limit (HTML body, no Retry-After as a rule): retry later
+    429        over the rate limit (HTML body, no Retry-After as a rule): the whole process
+               pauses (the limiters' shared brake), the request is retried later
     5xx        amoCRM trouble: retry later
 
 The token is sent in a header only and never appears in an error message or a log line.
@@ -30,7 +32,7 @@ from pydantic import ValidationError
 
 from prometei.amocrm.domains import request_origin, split_account_host
 from prometei.amocrm.models import LeadSnapshot
-from prometei.amocrm.ratelimit import RateLimiter
+from prometei.amocrm.ratelimit import SlidingWindowLimiter
 from prometei.errors import (
     ConfigError,
     InputError,
@@ -45,15 +47,23 @@ from prometei.http import DEFAULT_TIMEOUT, make_session, retry_after_seconds, se
 from prometei.redaction import redact
 
 if TYPE_CHECKING:
+    from prometei.amocrm.budget import Lane
     from prometei.config import Settings
 
 log = logging.getLogger(__name__)
 
 SERVICE = "amocrm"
 MAX_PAGE_SIZE = 250  # amoCRM v4 list endpoints refuse larger pages
+# The limiter of a client built without one (tests, one-off scripts): below amoCRM's 7/s.
+DEFAULT_LIMIT = 5
+# amoCRM documents these sort fields for lists (leads-api: created_at, updated_at, id).
+ORDER_FIELDS = ("created_at", "updated_at", "id")
 # amoCRM documents no Retry-After and its 429 page rarely has one. Repeated 429s get the whole
 # account blocked (403 on every call), so back off well past the 1-second window.
 RATE_LIMITED_BACKOFF_SECONDS = 10.0
+# How long one 429 stops every amoCRM request of the process when amoCRM gives no
+# Retry-After: past its 1-second window; the limiters then run at half speed for a minute.
+BRAKE_WITHOUT_RETRY_AFTER_S = 2.0
 MIN_RETRY_AFTER_SECONDS = 1.0
 RECONNECT_HINT = (
     "reconnect the integration via /api/oauth/callback, "
@@ -72,11 +82,32 @@ class TokenSource(Protocol):
 
 
 @dataclass(frozen=True)
+class LeadQuery:
+    """What `list_leads` asks amoCRM to filter and sort by.
+
+    Documented (amoCRM leads-api and filters-api pages): `filter[pipeline_id]` (one or many),
+    `filter[statuses]` (pipeline + stage pairs), `filter[updated_at]` as a from/to range,
+    `order[<created_at|updated_at|id>]=asc|desc`. Not documented, so callers must not rely
+    on them: whether the range bounds are inclusive, the order of leads that tie on the sort
+    field, and whether several stage pairs work at once (Kommo's page says one stage per
+    pipeline). `prometei.sync.listing` checks every answer against the query itself.
+    """
+
+    pipeline_id: int | None = None
+    status_ids: tuple[int, ...] = ()
+    updated_from: int | None = None
+    updated_to: int | None = None
+    order: tuple[str, str] = ("updated_at", "asc")
+
+
+@dataclass(frozen=True)
 class LeadPage:
-    """One page of `GET /api/v4/leads`; `next_page` is None on the last page."""
+    """One page of `GET /api/v4/leads`; `next_page` is None on the last page. `full` is true
+    when the page holds as many leads as asked for or says that more follow."""
 
     leads: list[LeadSnapshot] = field(default_factory=list)
     next_page: int | None = None
+    full: bool = False
 
 
 class AmoCRMClient:
@@ -87,7 +118,7 @@ class AmoCRMClient:
         tokens: TokenSource,
         *,
         session: requests.Session | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: SlidingWindowLimiter | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         expected_subdomain: str | None = None,
         api_base_url: str | None = None,
@@ -96,17 +127,26 @@ class AmoCRMClient:
         self._api_base_url = api_base_url
         self._session = session or make_session()
         self._session.headers["Accept"] = "application/hal+json, application/json"
-        self._limiter = limiter or RateLimiter()
+        self._limiter = limiter or SlidingWindowLimiter(DEFAULT_LIMIT)
         self._timeout = timeout
         self._expected_subdomain = expected_subdomain
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, tokens: TokenSource, *, limiter: RateLimiter | None = None
+        cls,
+        settings: Settings,
+        tokens: TokenSource,
+        *,
+        lane: Lane = "runs",
+        limiter: SlidingWindowLimiter | None = None,
     ) -> AmoCRMClient:
+        """A client whose requests count against `lane`'s share of the budget (this
+        process's limiter of that lane, unless `limiter` is given)."""
+        from prometei.amocrm.budget import limiter_for
+
         return cls(
             tokens,
-            limiter=limiter,
+            limiter=limiter or limiter_for(settings, lane),
             expected_subdomain=settings.require_subdomain(),
             api_base_url=settings.amocrm_api_base_url,
         )
@@ -120,24 +160,15 @@ class AmoCRMClient:
         return _snapshot(payload)
 
     def list_leads(
-        self,
-        *,
-        pipeline_id: int | None,
-        status_ids: list[int] | None,
-        updated_since: int | None,
-        page: int,
-        limit: int = MAX_PAGE_SIZE,
-        with_contacts: bool = False,
+        self, query: LeadQuery, *, page: int = 1, limit: int = MAX_PAGE_SIZE
     ) -> LeadPage:
-        """One page of leads, oldest update first; a 204 is an empty, final page."""
+        """One page of leads as `query` asks; a 204 is an empty, final page."""
         if page < 1:
             raise InputError(f"page {page} must be 1 or more")
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise InputError(f"limit {limit} must be between 1 and {MAX_PAGE_SIZE}")
-        params = _lead_filters(pipeline_id, status_ids, updated_since)
-        params.update({"page": str(page), "limit": str(limit), "order[updated_at]": "asc"})
-        if with_contacts:
-            params["with"] = "contacts"
+        params = _lead_filters(query)
+        params.update({"page": str(page), "limit": str(limit)})
         payload = self._get("/api/v4/leads", params)
         if payload is None:
             return LeadPage()
@@ -149,7 +180,11 @@ class AmoCRMClient:
         # amoCRM gives no total count; a page has a `next` link exactly when more follow.
         links = payload.get("_links")
         has_next = isinstance(links, dict) and bool(links.get("next"))
-        return LeadPage(leads=leads, next_page=page + 1 if has_next and leads else None)
+        return LeadPage(
+            leads=leads,
+            next_page=page + 1 if has_next and leads else None,
+            full=bool(leads) and (has_next or len(leads) >= limit),
+        )
 
     def get_contact(self, contact_id: int) -> dict[str, Any] | None:
         """`GET /api/v4/contacts/{id}`: the contact's JSON, or None when it is gone."""
@@ -251,18 +286,20 @@ class AmoCRMClient:
     def _request(
         self, method: str, url: str, params: dict[str, str], json_body: Any, token: str
     ) -> requests.Response:
-        self._limiter.acquire()
         extra: dict[str, Any] = {} if json_body is None else {"json": json_body}
-        response = send(
-            self._session,
-            SERVICE,
-            method,
-            url,
-            params=params,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=self._timeout,
-            **extra,
-        )
+        # The slot is held until the answer (or the failure) is in: amoCRM counts the request
+        # at an instant we cannot see, somewhere in between (prometei.amocrm.ratelimit).
+        with self._limiter.slot():
+            response = send(
+                self._session,
+                SERVICE,
+                method,
+                url,
+                params=params,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=self._timeout,
+                **extra,
+            )
         log.debug("amoCRM %s %s -> %s", method, url.split("?", 1)[0], response.status_code)
         return response
 
@@ -309,6 +346,10 @@ class AmoCRMClient:
                 response,
             )
         if status == 429:
+            # One 429 slows every caller of this process, not just this request (which is
+            # retried later: Inngest honours the wait, the listings sleep it off).
+            self._limiter.brake.engage(_retry_after(response, None) or BRAKE_WITHOUT_RETRY_AFTER_S)
+            log.warning("amoCRM answered 429: pausing amoCRM requests of this process")
             raise _rate_limited(response)
         if status >= 500:
             raise _error(
@@ -339,21 +380,25 @@ class AmoCRMClient:
 
 
 # ---- helpers ----------------------------------------------------------------------------
-def _lead_filters(
-    pipeline_id: int | None, status_ids: list[int] | None, updated_since: int | None
-) -> dict[str, str]:
+def _lead_filters(query: LeadQuery) -> dict[str, str]:
     params: dict[str, str] = {}
-    if status_ids:
-        if pipeline_id is None:
+    if query.status_ids:
+        if query.pipeline_id is None:
             raise InputError("status_ids need a pipeline_id: amoCRM filters stages per pipeline")
         # amoCRM's bracket syntax: one filter[statuses][i] object per (pipeline, stage) pair.
-        for index, status_id in enumerate(status_ids):
-            params[f"filter[statuses][{index}][pipeline_id]"] = str(int(pipeline_id))
+        for index, status_id in enumerate(query.status_ids):
+            params[f"filter[statuses][{index}][pipeline_id]"] = str(int(query.pipeline_id))
             params[f"filter[statuses][{index}][status_id]"] = str(int(status_id))
-    elif pipeline_id is not None:
-        params["filter[pipeline_id]"] = str(int(pipeline_id))
-    if updated_since is not None:
-        params["filter[updated_at][from]"] = str(int(updated_since))
+    elif query.pipeline_id is not None:
+        params["filter[pipeline_id]"] = str(int(query.pipeline_id))
+    if query.updated_from is not None:
+        params["filter[updated_at][from]"] = str(int(query.updated_from))
+    if query.updated_to is not None:
+        params["filter[updated_at][to]"] = str(int(query.updated_to))
+    field_name, direction = query.order
+    if field_name not in ORDER_FIELDS or direction not in ("asc", "desc"):
+        raise InputError(f"amoCRM sorts lists by {', '.join(ORDER_FIELDS)} (asc or desc)")
+    params[f"order[{field_name}]"] = direction
     return params
 
 
@@ -434,7 +479,7 @@ def _error(
     *,
     retryable: bool | None = None,
     retry_after: float | None = None,
-) -> Exception:
+) -> UpstreamError:
     detail = _detail(response)
     return cls(
         SERVICE,
@@ -463,12 +508,13 @@ def _retry_after(response: requests.Response, default: float | None) -> float | 
     return max(value, MIN_RETRY_AFTER_SECONDS)
 
 
-def _rate_limited(response: requests.Response) -> Exception:
+def _rate_limited(response: requests.Response) -> UpstreamError:
     wait = _retry_after(response, RATE_LIMITED_BACKOFF_SECONDS)
     return _error(
         UpstreamUnavailable,
-        f"amoCRM rate limit hit (429); retrying in {wait:g}s. Lower the request rate: "
-        "repeated 429s get the account blocked",
+        f"amoCRM rate limit hit (429; asked to wait {wait:g}s): something else uses this "
+        "integration's 7 requests/s, or the AMOCRM_BUDGET_* shares are set too high. "
+        "Repeated 429s get the account blocked",
         response,
         retry_after=wait,
     )

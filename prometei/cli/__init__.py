@@ -11,17 +11,35 @@ import click
     type=click.Path(dir_okay=False),
     default=".env",
     show_default=True,
-    help="Local settings file; real environment variables win over it.",
+    help="Local settings file; real environment variables win over it. A file named here "
+    "must exist (the default .env may be absent).",
 )
-def cli(env_file: str) -> None:
+@click.pass_context
+def cli(ctx: click.Context, env_file: str) -> None:
     """Operate the amoCRM -> Rukovoditel pipeline.
 
     Settings come from the environment and the --env-file (see .env.example).
     Exit codes: 0 success, 1 a check or request failed, 2 usage or configuration error.
+
+    \b
+    Examples:
+      python -m prometei doctor
+      python -m prometei --env-file .env.production webhook status
+      python -m prometei backfill --help
     """
+    from pathlib import Path
+
     from prometei.config import load_dotenv_file
     from prometei.services import reset_services
 
+    chosen = ctx.get_parameter_source("env_file") is not click.core.ParameterSource.DEFAULT
+    if chosen and not Path(env_file).is_file():
+        # A mistyped name would otherwise run against whatever the environment holds.
+        raise click.BadParameter(
+            f"{env_file!r} does not exist (or is not a file); check the name and the "
+            "current folder",
+            param_hint="--env-file",
+        )
     load_dotenv_file(env_file)
     reset_services()
 
@@ -31,10 +49,12 @@ def main() -> None:
 
     cli.add_command(serve.serve)
     cli.add_command(deals.deals)
-    from prometei.cli import doctor, erp, leads, tokens, webhook_send
+    from prometei.cli import doctor, erp, leads, tokens, webhook_health, webhook_send
 
     cli.add_command(doctor.doctor)
     cli.add_command(erp.erp)
+    webhook_send.webhook.add_command(webhook_health.register)
+    webhook_send.webhook.add_command(webhook_health.status)
     cli.add_command(webhook_send.webhook)
     cli.add_command(leads.replay)
     cli.add_command(leads.backfill)

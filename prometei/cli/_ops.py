@@ -40,6 +40,22 @@ def setup_logging(settings: Settings, quiet_level: str = "WARNING") -> None:
     configure_logging(level=level, fmt=settings.log_format, secrets=settings.secret_values())
 
 
+def inngest_hint(settings: Settings, error: object) -> str:
+    """What to check when sending events failed: in dev mode, the dev server (and how to start
+    it); otherwise the event key and Inngest's status. Empty for other failures."""
+    from prometei.config import dev_server_command
+    from prometei.errors import UpstreamError
+
+    if not isinstance(error, UpstreamError) or error.service != "inngest":
+        return ""
+    if settings.is_dev:
+        return (
+            f"\ncheck that the Inngest dev server runs at {settings.event_api_origin} (start it: "
+            f"{dev_server_command()}), or point INNGEST_DEV at it"
+        )
+    return "\ncheck INNGEST_EVENT_KEY (python -m prometei doctor) and Inngest's status page"
+
+
 def exit_with(code: int, message: str) -> NoReturn:
     """Print `message` on stderr and exit with `code`."""
     click.echo(message, err=True)

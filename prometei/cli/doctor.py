@@ -43,7 +43,13 @@ def doctor(offline: bool, as_json: bool) -> None:
       environment     every variable well-formed, the required ones present
       kv              Vercel KV answers and accepts a write with the configured token
       amocrm          the access token is accepted by the configured account
+      webhook subscription
+                      amoCRM lists our webhook (PUBLIC_URL), enabled, for status changes
       erp             Rukovoditel accepts the API key, username and password (login)
+      erp entity, erp field map, erp one record
+                      a write would work and keep every value
+      inngest dev server
+                      dev mode: the dev server answers where INNGEST_DEV points
       inngest         event and signing keys present (cloud mode) and of the right form
       webhook secret  AMOCRM_WEBHOOK_SECRET is set
 

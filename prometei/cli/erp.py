@@ -24,7 +24,13 @@ NOTES = {
 
 @click.group()
 def erp() -> None:
-    """Look at the ERP (Rukovoditel) the way prometei writes to it."""
+    """Look at the ERP (Rukovoditel) the way prometei writes to it.
+
+    \b
+    Examples:
+      python -m prometei erp fields
+      python -m prometei erp fields --entity 25 --json
+    """
 
 
 @erp.command("fields")

@@ -10,25 +10,33 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
-from prometei.cli._ops import EXIT_FAILED, EXIT_OK, EXIT_USAGE, exit_with, load_services
+from prometei.cli._ops import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    exit_with,
+    inngest_hint,
+    load_services,
+)
 from prometei.errors import ConfigError, PrometeiError
 from prometei.redaction import mask_values
 
 if TYPE_CHECKING:
-    from prometei.backfill import BackfillReport
     from prometei.services import Services
+    from prometei.sync.backfill import BackfillReport
 
-DEFAULT_RATE = 6  # requests/second; amoCRM allows 7 per integration
-MAX_RATE = 7
+MAX_RATE = 7  # amoCRM's limit per integration; the backfill's share is smaller (AMOCRM_BUDGET_*)
 REPLAY_BATCH = 50
+# Without a terminal (a file, CI), one plain progress line at most this often.
+PROGRESS_EVERY_S = 10.0
 
 # The backfill limiter's clock and sleep; tests swap them for a fake clock (no real sleeping).
 clock: Callable[[], float] = time.monotonic
@@ -45,6 +53,7 @@ class ReplayResult:
     key: str
     sent: list[tuple[int, str]] = field(default_factory=list)  # (lead id, event id)
     error: str | None = None
+    failure: PrometeiError | None = None
 
 
 def replay_event_id(lead_id: int, key: str) -> str:
@@ -75,6 +84,7 @@ def replay_leads(
             raise
         except PrometeiError as exc:
             result.error = exc.message
+            result.failure = exc
             return result
         result.sent += [(event["data"]["lead_id"], event["id"]) for event in batch]
     return result
@@ -120,9 +130,10 @@ def replay(lead_ids: tuple[int, ...], key: str | None) -> None:
         exit_with(
             EXIT_FAILED,
             mask_values(
-                f"sending failed for {left} lead(s): {result.error}\n"
-                f"run the same command again with --key {result.key} to retry; leads already "
-                "sent will not run twice",
+                f"sending failed for {left} lead(s): {result.error}"
+                f"{inngest_hint(services.settings, result.failure)}\n"
+                f"then run the same command again with --key {result.key}; leads already sent "
+                "will not run twice",
                 secrets,
             ),
         )
@@ -148,42 +159,37 @@ def run_backfill(
     pipeline_id: int | None,
     status_ids: list[int],
     updated_since: int | None,
-    rate: int,
+    rate: int | None,
     batch_size: int,
     page_size: int,
     dry_run: bool,
     state_file: Path,
     restart: bool = False,
-    on_progress: Callable[[int, int | None], None] | None = None,
+    on_progress: Callable[[BackfillReport], None] | None = None,
 ) -> BackfillReport:
-    """The backfill engine with its own amoCRM client limited to `rate` requests/second."""
+    """The backfill engine with its own amoCRM client on the backfill lane of the budget:
+    at most `rate` (default and at most AMOCRM_BUDGET_BACKFILL) requests per second."""
     from prometei.amocrm.client import AmoCRMClient
-    from prometei.amocrm.ratelimit import RateLimiter
-    from prometei.backfill import Backfill
+    from prometei.amocrm.ratelimit import Brake, SlidingWindowLimiter
+    from prometei.sync.backfill import Backfill, BackfillFilters
 
-    limiter = RateLimiter(rate, clock=clock, sleep=sleep)
-    client = AmoCRMClient.from_settings(services.settings, services.tokens, limiter=limiter)
-    events = services.events
+    settings = services.settings
+    share = settings.amocrm_budget_backfill
+    if rate is not None and rate > share:
+        raise ConfigError(
+            f"--rate {rate} is more than the backfill's share of amoCRM's 7 requests/s "
+            f"(AMOCRM_BUDGET_BACKFILL={share}); raise AMOCRM_BUDGET_BACKFILL and lower "
+            "AMOCRM_BUDGET_RUNS or AMOCRM_BUDGET_RECONCILE so the three stay within 7"
+        )
+    limiter = SlidingWindowLimiter(
+        rate or share, brake=Brake(clock=clock), clock=clock, sleep=sleep, name="amocrm-backfill"
+    )
+    client = AmoCRMClient.from_settings(settings, services.tokens, limiter=limiter)
     engine = Backfill(
-        client,
-        events.send,
-        state_file,
-        batch_size,
-        page_size=page_size,
-        sleep=sleep,
+        client, services.events.send, state_file, batch_size, page_size=page_size, sleep=sleep
     )
-    return engine.run(
-        pipeline_id=pipeline_id,
-        status_ids=status_ids or None,
-        updated_since=updated_since,
-        dry_run=dry_run,
-        on_progress=on_progress,
-        resume=not restart,
-    )
-
-
-def _unknown_length() -> Iterator[int]:
-    yield from ()
+    filters = BackfillFilters(pipeline_id, tuple(status_ids), updated_since)
+    return engine.run(filters, dry_run=dry_run, resume=not restart, on_progress=on_progress)
 
 
 def _parse_since(value: datetime | None) -> int | None:
@@ -191,6 +197,53 @@ def _parse_since(value: datetime | None) -> int | None:
         return None
     moment = value if value.tzinfo else value.replace(tzinfo=UTC)
     return int(moment.timestamp())
+
+
+def _utc(second: int | None) -> str:
+    if not second:
+        return "-"
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def progress_line(report: BackfillReport) -> str:
+    totals = report.totals
+    sent = f"{totals.matched} to sync" if report.dry_run else f"{totals.sent} sent"
+    return (
+        f"backfill: {totals.listed} listed, {sent}, {totals.filtered} filtered, "
+        f"{totals.failed} failed; {report.requests} amoCRM request(s); leads updated up to "
+        f"{_utc(report.outcome.newest)}"
+    )
+
+
+class ProgressPrinter:
+    """Progress on stderr: one line rewritten in place on a terminal, else a plain line at
+    most every PROGRESS_EVERY_S seconds (a file or a CI log gets readable lines)."""
+
+    def __init__(self, stream: TextIO, *, interactive: bool) -> None:
+        self.stream = stream
+        self.interactive = interactive
+        self.last_at: float | None = None
+        self.last_line = ""
+
+    def __call__(self, report: BackfillReport) -> None:
+        line = progress_line(report)
+        if line == self.last_line:
+            return
+        if self.interactive:
+            self.stream.write("\r" + line)
+            self.stream.flush()
+        elif self.last_at is None or clock() - self.last_at >= PROGRESS_EVERY_S:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            self.last_at = clock()
+        else:
+            return
+        self.last_line = line
+
+    def close(self) -> None:
+        if self.interactive and self.last_line:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 @click.command()
@@ -211,10 +264,9 @@ def _parse_since(value: datetime | None) -> int | None:
 @click.option(
     "--rate",
     type=click.IntRange(1, MAX_RATE),
-    default=DEFAULT_RATE,
-    show_default=True,
-    help="At most this many amoCRM requests in any one second (amoCRM allows 7 per "
-    "integration; leave room for the live webhook traffic).",
+    default=None,
+    help="At most this many amoCRM requests in any one second. Default and maximum: "
+    "AMOCRM_BUDGET_BACKFILL (1), the backfill's share of amoCRM's 7 requests/s.",
 )
 @click.option(
     "--batch-size",
@@ -228,7 +280,8 @@ def _parse_since(value: datetime | None) -> int | None:
     type=click.IntRange(1, 250),
     default=250,
     show_default=True,
-    help="Leads per amoCRM page; lower it if amoCRM answers 504.",
+    help="Leads per amoCRM request; halved by itself when amoCRM answers 504. Changing it "
+    "does not lose saved progress.",
 )
 @click.option("--dry-run", is_flag=True, help="List and count the leads; send nothing.")
 @click.option(
@@ -236,13 +289,13 @@ def _parse_since(value: datetime | None) -> int | None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Progress file for resuming. Default: PROMETEI_STATE_DIR/backfill-<filters>.json.",
 )
-@click.option("--restart", is_flag=True, help="Ignore saved progress and start from page 1.")
+@click.option("--restart", is_flag=True, help="Ignore saved progress and start from the beginning.")
 def backfill(
     *,
     pipeline_id: int | None,
     status_ids: tuple[int, ...],
     updated_since: datetime | None,
-    rate: int,
+    rate: int | None,
     batch_size: int,
     page_size: int,
     dry_run: bool,
@@ -251,10 +304,12 @@ def backfill(
 ) -> None:
     """Send amocrm/lead.sync events for every amoCRM lead matching the filters.
 
-    Pages through GET /api/v4/leads (oldest update first) at most --rate requests per
-    second and sends the events in batches. Progress is saved after every batch: if the run
-    stops (Ctrl-C, a network error), the same command resumes after the last finished page.
-    Event ids are sync-<lead id>-<updated_at>, so anything sent twice runs once.
+    Lists GET /api/v4/leads oldest update first, by update time rather than by page
+    number, so leads edited during the run never make it skip one, and sends the events in
+    batches. Progress (a point in time, the counts) is saved after every accepted batch: if
+    the run stops (Ctrl-C, a network error), the same command continues from there, with any
+    --page-size. Event ids are sync-<lead id>-<updated_at>, so anything sent twice runs once.
+    At the end: listed = sent + filtered + failed.
 
     Exit code 0 when done, 1 when amoCRM or Inngest failed (progress is kept), 2 on bad
     options or configuration.
@@ -263,7 +318,7 @@ def backfill(
     Examples:
       python -m prometei backfill --pipeline-id 7012345 --status-id 142 --dry-run
       python -m prometei backfill --pipeline-id 7012345 --status-id 142 --status-id 143
-      python -m prometei backfill --updated-since 2025-01-01 --rate 3
+      python -m prometei backfill --updated-since 2025-01-01 --page-size 50
     """
     if status_ids and pipeline_id is None:
         raise click.UsageError(
@@ -280,65 +335,74 @@ def backfill(
         _ = services.tokens  # a token configuration error is reported before any output
     except ConfigError as exc:
         exit_with(EXIT_USAGE, mask_values(f"configuration error: {exc.message}", secrets))
-    label = "listing leads (dry run)" if dry_run else "sending sync events"
-    stderr = sys.stderr
+    printer = ProgressPrinter(sys.stderr, interactive=sys.stderr.isatty())
     try:
-        with click.progressbar(_unknown_length(), label=label, show_pos=True, file=stderr) as bar:
-            seen = 0
-
-            def progress(leads_seen: int, total: int | None) -> None:
-                nonlocal seen
-                del total
-                bar.update(leads_seen - seen)
-                seen = leads_seen
-
-            report = run_backfill(
-                services,
-                pipeline_id=pipeline_id,
-                status_ids=list(status_ids),
-                updated_since=since,
-                rate=rate,
-                batch_size=batch_size,
-                page_size=page_size,
-                dry_run=dry_run,
-                state_file=path,
-                restart=restart,
-                on_progress=progress,
-            )
+        report = run_backfill(
+            services,
+            pipeline_id=pipeline_id,
+            status_ids=list(status_ids),
+            updated_since=since,
+            rate=rate,
+            batch_size=batch_size,
+            page_size=page_size,
+            dry_run=dry_run,
+            state_file=path,
+            restart=restart,
+            on_progress=printer,
+        )
     except ConfigError as exc:
+        printer.close()
         exit_with(EXIT_USAGE, mask_values(f"configuration error: {exc.message}", secrets))
     except KeyboardInterrupt:
+        printer.close()
         exit_with(EXIT_FAILED, _stopped("interrupted", path, dry_run))
-    except PrometeiError as exc:
-        stopped = _stopped(f"failed: {exc.message}", path, dry_run)
+    printer.close()
+    error = report.outcome.error
+    if isinstance(error, ConfigError):
+        exit_with(EXIT_USAGE, mask_values(f"configuration error: {error.message}", secrets))
+    if error is not None:
+        hint = inngest_hint(settings, error)
+        stopped = _stopped(f"failed: {error.message}{hint}\n{_counts(report)}", path, dry_run)
         exit_with(EXIT_FAILED, mask_values(stopped, secrets))
-    _print_report(report, path)
+    _print_report(report, path, settings.reconcile_schedule)
     sys.exit(EXIT_OK)
+
+
+def _counts(report: BackfillReport) -> str:
+    totals = report.totals
+    if report.dry_run:
+        return (
+            f"{totals.listed} lead(s) listed = {totals.matched} to sync + {totals.filtered} "
+            f"filtered out; {report.requests} amoCRM request(s)"
+        )
+    return (
+        f"{totals.listed} lead(s) listed = {totals.sent} sent + {totals.filtered} filtered "
+        f"out + {totals.failed} failed; {report.requests} amoCRM request(s)"
+    )
 
 
 def _stopped(what: str, path: Path, dry_run: bool) -> str:
     if dry_run:
         return f"backfill (dry run) {what}"
     return (
-        f"backfill {what}\nprogress is saved in {path}; run the same command again to resume "
-        "(events already sent will not run twice)"
+        f"backfill {what}\nprogress is saved in {path}; run the same command again to continue "
+        "from there (events already sent do not run twice)"
     )
 
 
-def _print_report(report: BackfillReport, path: Path) -> None:
-    resumed = f", resumed at page {report.resumed_from_page}" if report.resumed_from_page else ""
+def _print_report(report: BackfillReport, path: Path, reconcile: str | None) -> None:
     if report.dry_run:
-        click.echo(
-            f"dry run: {report.leads_seen} lead(s) in {report.pages} page(s) would be synced; "
-            "nothing was sent"
-        )
+        click.echo(f"dry run: {_counts(report)}; nothing was sent")
         return
-    click.echo(
-        f"done: {report.events_sent} sync event(s) sent for {report.leads_seen} lead(s) in "
-        f"{report.pages} page(s){resumed}"
+    resumed = " (resumed from saved progress)" if report.resumed_from else ""
+    click.echo(f"done{resumed}: {_counts(report)}")
+    newest = _utc(report.outcome.newest)
+    later = (
+        "amocrm-reconcile syncs them within its interval"
+        if reconcile
+        else "amocrm-reconcile is off (AMOCRM_RECONCILE_CRON); run this command again to catch them"
     )
-    started = datetime.fromtimestamp(report.started_at, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     click.echo(
-        f"leads changed during the run are caught by: --updated-since {started} "
-        f"(progress file {path.name} removed)"
+        f"leads updated up to {newest} are covered; later changes arrive by webhook, and "
+        f"{later}. Record of this run: {path}"
     )

@@ -16,6 +16,12 @@ def serve(host: str, port: int) -> None:
     INNGEST_DEV defaults to 1 here, so no Inngest keys are needed. Pair it with the dev server:
 
       npx inngest-cli@latest dev -u http://127.0.0.1:3000/api/inngest
+
+    \b
+    Examples:
+      python -m prometei serve
+      python -m prometei serve --port 3001
+      python -m prometei --env-file .env.local serve --host 0.0.0.0
     """
     from prometei.services import reset_services
     from prometei.web.apps import create_local_app

@@ -111,7 +111,13 @@ def read_status(services: Any) -> dict[str, Any]:
 
 @click.group()
 def tokens() -> None:
-    """Inspect the amoCRM tokens (never shows a token itself)."""
+    """Inspect the amoCRM tokens (never shows a token itself).
+
+    \b
+    Examples:
+      python -m prometei tokens status
+      python -m prometei tokens oauth-url
+    """
 
 
 @tokens.command("status")

@@ -85,7 +85,14 @@ def _render_body(response: requests.Response) -> str:
 
 @click.group()
 def webhook() -> None:
-    """Send sample amoCRM webhooks to an intake."""
+    """Send sample amoCRM webhooks to an intake; register and check ours in amoCRM.
+
+    \b
+    Examples:
+      python -m prometei webhook send
+      python -m prometei webhook status
+      python -m prometei webhook register
+    """
 
 
 @webhook.command("send")
@@ -178,7 +185,13 @@ def send_command(
     try:
         response = post_webhook(target, encode_form(fields))
     except PrometeiError as exc:
-        message = f"request failed: {exc.message}; is the intake running at that URL?"
+        host = urlsplit(url).hostname or ""
+        start = (
+            " (locally: `make serve`, or python -m prometei serve)"
+            if host in ("127.0.0.1", "localhost", "::1")
+            else ""
+        )
+        message = f"request failed: {exc.message}; is the intake running at that URL?{start}"
         exit_with(EXIT_FAILED, mask_values(message, secrets))
     click.echo(f"HTTP {response.status_code}")
     click.echo(mask_values(_render_body(response), secrets))

@@ -14,14 +14,18 @@ from prometei.config import Settings
 
 
 def all_functions(settings: Settings) -> list[inngest.Function[Any]]:
-    from prometei.functions import batch_deals, create_deal, lead_sync
+    from prometei.functions import batch_deals, create_deal, lead_sync, reconcile
     from prometei.functions.keepalive import amocrm_token_keepalive
     from prometei.functions.legacy_webhook import amocrm_legacy_webhook
 
-    return [
+    functions = [
         lead_sync.build(settings),
         amocrm_token_keepalive,
         create_deal.build(settings),
         batch_deals.build(settings),
         amocrm_legacy_webhook,
     ]
+    reconciler = reconcile.build(settings)  # None when AMOCRM_RECONCILE_CRON=off
+    if reconciler is not None:
+        functions.append(reconciler)
+    return functions

@@ -89,15 +89,17 @@ def write_erp_record(lead_data: dict[str, Any]) -> dict[str, Any]:
 
 def runs_per_second(settings: Settings) -> int:
     """amoCRM allows 7 requests/s per integration across all our instances (more gets 429s,
-    then a 403 block of the account). A run makes one request for the lead, plus one for the
+    then a 403 block of the account); the handler's runs get AMOCRM_BUDGET_RUNS of them
+    (`prometei.amocrm.budget`). A run makes one request for the lead, plus one for the
     main contact and one for the company when ERP_FIELD_MAP asks for them (pipeline names
     come from a cache), plus one per write-back that is on (a note, the record id field; due
-    on a created or changed record): start at most 5 amoCRM requests' worth of runs per
-    second."""
+    on a created or changed record): a run of two requests counts as two."""
+    from prometei.amocrm.budget import runs_per_second as budgeted
+
     needs = origins_needed(settings.erp_field_map)
     requests_per_run = 1 + len(needs & {"contact", "company"})
     requests_per_run += writeback_requests_per_run(settings)
-    return max(1, 5 // requests_per_run)
+    return budgeted(settings, requests_per_run)
 
 
 def amocrm_webhook_handler(ctx: inngest.ContextSync) -> dict[str, Any]:
@@ -152,8 +154,10 @@ def build(settings: Settings) -> inngest.Function[Any]:
         ],
         # One run per lead at a time: the ERP lookup-then-write is not transactional.
         concurrency=[inngest.Concurrency(limit=1, key="event.data.lead_id")],
+        # Starts at most the budget's runs per second, across every instance (burst 1: no
+        # extra runs at once); each instance's limiter keeps the requests themselves exact.
         throttle=inngest.Throttle(
-            limit=runs_per_second(settings), period=timedelta(seconds=1), burst=2
+            limit=runs_per_second(settings), period=timedelta(seconds=1), burst=1
         ),
         retries=5,
         # Registered only when on: otherwise every failed run would cost one more invocation.

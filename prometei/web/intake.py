@@ -22,7 +22,7 @@ import flask
 from pydantic import SecretStr
 
 from prometei.amocrm.webhook import WebhookAccount, account_problem, parse_webhook
-from prometei.config import Settings
+from prometei.config import Settings, dev_server_command
 from prometei.errors import ConfigError, InputError, PrometeiError
 from prometei.events import build_lead_events
 from prometei.services import Services, get_services
@@ -96,7 +96,7 @@ def _accept(request: flask.Request) -> flask.Response:
     _check_account(payload.account, settings, subdomain)
 
     batch = build_lead_events(payload, trigger_statuses=settings.amocrm_trigger_statuses)
-    inngest_ids = _send(services, batch.events) if batch.events else []
+    inngest_ids = _send(services, batch.events, request) if batch.events else []
     log.info(
         "amoCRM webhook: accepted=%d ignored=%d lead_items=%d",
         len(batch.events),
@@ -249,16 +249,28 @@ def _check_account(account: WebhookAccount, settings: Settings, subdomain: str) 
         raise _Refusal(403, problem)
 
 
-def _send(services: Services, events: list[dict[str, Any]]) -> list[str]:
+def _send(services: Services, events: list[dict[str, Any]], request: flask.Request) -> list[str]:
     try:
         return services.events.send(events, timeout=SEND_TIMEOUT)
     except ConfigError as exc:
         raise _Refusal(503, f"server misconfigured: {exc.message}") from None
     except PrometeiError as exc:
+        settings = services.settings
+        if settings.is_dev:
+            # Locally the sender is a developer (or `webhook send`), and nothing retries.
+            serve_url = f"{request.host_url.rstrip('/')}/api/inngest"
+            raise _Refusal(
+                503,
+                f"could not hand the events to the Inngest dev server at "
+                f"{settings.event_api_origin} ({exc.message}); start it with "
+                f"`{dev_server_command(serve_url)}` (or point INNGEST_DEV at where it runs), "
+                "then send the webhook again",
+            ) from None
         raise _Refusal(
             503,
             f"could not hand the events to Inngest ({exc.message}); amoCRM will retry the "
-            "webhook, nothing is lost",
+            "webhook, so nothing is lost; if it persists, check Inngest's status and "
+            "INNGEST_EVENT_KEY",
         ) from None
 
 

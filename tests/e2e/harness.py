@@ -603,6 +603,8 @@ class Stack:
             "ERP_CONCURRENCY": "4",
             "PROMETEI_STATE_DIR": str(self.workdir / "state"),
             "PROMETEI_LOG_FORMAT": "json",
+            # No surprise reconcile runs mid-test; tests of it set a schedule and invoke it.
+            "AMOCRM_RECONCILE_CRON": "off",
             **overrides,
         }
         self.env = {k: v for k, v in self.env.items() if v != ""}  # "" unsets a default

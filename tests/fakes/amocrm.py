@@ -6,6 +6,17 @@ every `/api/` request (401 problem+json otherwise), and answers:
     GET  /api/v4/account            the account (id, name, subdomain, current_user_id, ...)
     GET  /api/v4/leads/<id>         the lead in v4 shape, `_embedded.contacts` with ?with=contacts;
                                     204 when there is no such lead (what amoCRM sends)
+    GET  /api/v4/contacts/<id>      a contact added with `add_contact` (204 otherwise)
+    GET  /api/v4/leads              the list as amoCRM pages it: `filter[updated_at][from|to]`,
+                                    `filter[pipeline_id]`, `filter[statuses][i][...]`,
+                                    `filter[id]`, `order[updated_at|created_at|id]=asc|desc`,
+                                    `page` + `limit` (offset pages over the list as it is at the
+                                    moment of each request; 204 past the end; `_links.next`
+                                    while more follow). Leads that tie on the sort field come
+                                    newest id first, so nobody relies on an undocumented order
+    GET|POST|DELETE /api/v4/webhooks
+                                    the webhooks API (list with `filter[destination]`, subscribe
+                                    `{destination, settings}`, unsubscribe `{destination}`)
     POST /oauth2/access_token       refresh-token rotation (tests.support.fake_amo_oauth)
 
 and the write-back side (shapes as the official PHP SDK sends and reads them):
@@ -22,6 +33,12 @@ Every change made through the API is also queued in `outbox` as the webhook form
 `key=value` lines) the account would post about it: `leads[update]` after a PATCH,
 `leads[note]` after a note. Whether a note moves the lead's `updated_at` is not documented;
 `notes_touch_lead=True` makes it do so, for the reading where it does.
+What amoCRM leaves undocumented is a switch, so tests can run both readings:
+`exclusive_updated_range` (the from/to bounds exclude their second), `post_reenables_webhook`
+(POST for a destination that exists updates and enables it; else 400), `webhooks_forbidden`
+(the token's user is not an administrator: 403). `after_list(n)` runs after the n-th list
+answer, e.g. to edit leads while a listing pages through them. `peak_rate()` (the base class)
+counts requests in any sliding window, as amoCRM's limit does.
 
 Faults come from `FakeService.fail_next` (429 with Retry-After: `rate_limited()`, 5xx, slow
 answers, 204/404); the request log records every request with a monotonic timestamp. Serve it
@@ -33,6 +50,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +130,29 @@ class FakeLead:
         }
 
 
+@dataclass
+class FakeWebhook:
+    id: int
+    destination: str
+    settings: list[str]
+    disabled: bool = False
+    sort: int = 10
+
+    def as_api(self, account_id: int) -> dict[str, Any]:
+        """One item of `GET /api/v4/webhooks` (amoCRM's webhooks-api page)."""
+        return {
+            "id": self.id,
+            "destination": self.destination,
+            "created_at": 1_575_539_157,
+            "updated_at": 1_575_539_157,
+            "account_id": account_id,
+            "created_by": 938348,
+            "sort": self.sort,
+            "disabled": self.disabled,
+            "settings": list(self.settings),
+        }
+
+
 class FakeAmoCRM(FakeService):
     """One amoCRM account: `subdomain`, `account_id`, leads, accepted access tokens."""
 
@@ -139,12 +180,24 @@ class FakeAmoCRM(FakeService):
         self.outbox: list[str] = []
         self._clock = itertools.count(int(time.time()))
         self._note_ids = itertools.count(70_000_001)
+        self.webhooks: dict[str, FakeWebhook] = {}
+        self.contacts: dict[int, dict[str, Any]] = {}
+        self._webhook_ids = itertools.count(839_656)
+        self._clock = itertools.count(int(time.time()))
+        self.list_answers = 0
+        self.after_list: Callable[[int], None] | None = None
+        self.exclusive_updated_range = False
+        self.post_reenables_webhook = True
+        self.webhooks_forbidden = False
         self.routes.add("GET", r"/api/v4/account", self._account)
+        self.routes.add("GET", r"/api/v4/leads", self._list_leads)
         self.routes.add("GET", r"/api/v4/leads/(?P<lead_id>\d+)", self._lead)
         self.routes.add("PATCH", r"/api/v4/leads/(?P<lead_id>\d+)", self._patch_lead)
         self.routes.add("POST", r"/api/v4/leads/notes", self._add_notes)
         self.routes.add("GET", r"/api/v4/users/(?P<user_id>\d+)", self._user)
         self.routes.add("GET", r"/api/v4/leads/custom_fields/(?P<field_id>\d+)", self._lead_field)
+        self.routes.add("GET", r"/api/v4/contacts/(?P<contact_id>\d+)", self._contact)
+        self.routes.add("GET|POST|DELETE", r"/api/v4/webhooks", self._webhooks)
         self.routes.add("POST", r"/oauth2/access_token", self._token)
 
     @property
@@ -164,14 +217,52 @@ class FakeAmoCRM(FakeService):
             lead = self.leads[lead_id]
             for name, value in changes.items():
                 setattr(lead, name, value)
-            lead.updated_at = max(lead.updated_at + 1, next(self._clock))
+            self._changed(lead)
         return lead
+
+    def add_contact(self, contact_id: int, name: str) -> None:
+        with self._lock:
+            self.contacts[contact_id] = {
+                "id": contact_id,
+                "name": name,
+                "custom_fields_values": None,
+                "account_id": self.account_id,
+                "_links": {"self": {"href": f"{self.origin}/api/v4/contacts/{contact_id}"}},
+            }
+
+    def touch_at(self, lead_id: int, updated_at: int, **changes: Any) -> FakeLead:
+        """Change a lead and set its `updated_at` to exactly `updated_at` (crowded seconds)."""
+        with self._lock:
+            lead = self.leads[lead_id]
+            for name, value in changes.items():
+                setattr(lead, name, value)
+            lead.updated_at = updated_at
+        return lead
+
+    def subscribe(self, destination: str, settings: list[str], *, disabled: bool = False) -> None:
+        """A webhook as if someone had set it up in amoCRM."""
+        with self._lock:
+            self.webhooks[destination] = FakeWebhook(
+                next(self._webhook_ids), destination, list(settings), disabled
+            )
+
+    def disable_webhook(self, destination: str) -> None:
+        """What amoCRM does after more than 100 failed deliveries in 2 hours."""
+        with self._lock:
+            self.webhooks[destination].disabled = True
+
+    def list_requests(self) -> int:
+        return len(self.requests("GET", "/api/v4/leads"))
 
     def reset(self) -> None:
         super().reset()
         with self._lock:
             self.leads.clear()
             self.outbox.clear()
+            self.webhooks.clear()
+            self.contacts.clear()
+            self.list_answers = 0
+            self.after_list = None
 
     def notes_of(self, lead_id: int) -> list[str]:
         """The texts of the notes on lead `lead_id`, oldest first."""
@@ -315,7 +406,116 @@ class FakeAmoCRM(FakeService):
                           content_type=HAL_JSON)  # fmt: skip
 
     def _changed(self, lead: FakeLead) -> None:
+        """`updated_at` moves forward on every change (call with the lock held)."""
         lead.updated_at = max(lead.updated_at + 1, next(self._clock))
+
+    def _contact(self, request: FakeRequest, contact_id: str) -> Reply:
+        with self._lock:
+            contact = self.contacts.get(int(contact_id))
+        if contact is None:
+            return Reply.empty(204)
+        return Reply.json(contact, content_type=HAL_JSON)
+
+    def _list_leads(self, request: FakeRequest) -> Reply:
+        try:
+            page = int(request.arg("page", "1") or "1")
+            limit = int(request.arg("limit", "50") or "50")
+        except ValueError:
+            return _problem(400, "page and limit must be numbers")
+        if page < 1 or not 1 <= limit <= 250:
+            return _problem(400, "limit must be 1..250 and page 1 or more")
+        with self._lock:
+            chosen = [lead for lead in self.leads.values() if self._selected(lead, request)]
+            field_name, descending = _order(request)
+            # Ties on the sort field: newest id first (amoCRM documents no order for them).
+            chosen.sort(key=lambda lead: -lead.id)
+            chosen.sort(key=lambda lead: getattr(lead, field_name), reverse=descending)
+            shown = chosen[(page - 1) * limit : page * limit]
+            more = len(chosen) > page * limit
+            body = {
+                "_page": page,
+                "_links": {
+                    "self": {"href": f"{self.origin}/api/v4/leads?page={page}"},
+                    **(
+                        {"next": {"href": f"{self.origin}/api/v4/leads?page={page + 1}"}}
+                        if more
+                        else {}
+                    ),
+                },
+                "_embedded": {
+                    "leads": [
+                        lead.as_api(self.account_id, self.origin, with_contacts=False)
+                        for lead in shown
+                    ]
+                },
+            }
+            self.list_answers += 1
+            number = self.list_answers
+        reply = Reply.json(body, content_type=HAL_JSON) if shown else Reply.empty(204)
+        if self.after_list is not None:
+            self.after_list(number)
+        return reply
+
+    def _selected(self, lead: FakeLead, request: FakeRequest) -> bool:
+        low, high = request.arg("filter[updated_at][from]"), request.arg("filter[updated_at][to]")
+        strict = self.exclusive_updated_range
+        if low is not None and (
+            lead.updated_at <= int(low) if strict else lead.updated_at < int(low)
+        ):
+            return False
+        if high is not None and (
+            lead.updated_at >= int(high) if strict else lead.updated_at > int(high)
+        ):
+            return False
+        pipelines = _values(request, "filter[pipeline_id]")
+        if pipelines and str(lead.pipeline_id) not in pipelines:
+            return False
+        ids = _values(request, "filter[id]")
+        if ids and str(lead.id) not in ids:
+            return False
+        stages = _stage_pairs(request)
+        return not stages or (lead.pipeline_id, lead.status_id) in stages
+
+    def _webhooks(self, request: FakeRequest) -> Reply:
+        if self.webhooks_forbidden:
+            return _problem(403, "Access denied: the user is not an account administrator")
+        if request.method == "GET":
+            return self._list_webhooks(request.arg("filter[destination]"))
+        body = request.json() or {}
+        destination = body.get("destination") if isinstance(body, dict) else None
+        if not isinstance(destination, str) or not destination.startswith("https://"):
+            return _problem(400, "destination must be a valid https URL")
+        if request.method == "DELETE":
+            with self._lock:
+                found = self.webhooks.pop(destination, None)
+            return Reply.empty(204) if found else _problem(404, "Webhook not found")
+        return self._subscribe(destination, body.get("settings"))
+
+    def _list_webhooks(self, wanted: str | None) -> Reply:
+        with self._lock:
+            items = [
+                hook.as_api(self.account_id)
+                for hook in self.webhooks.values()
+                if wanted is None or hook.destination == wanted
+            ]
+        if not items:
+            return Reply.empty(204)
+        return Reply.json(
+            {"_total_items": len(items), "_embedded": {"webhooks": items}},
+            content_type=HAL_JSON,
+        )
+
+    def _subscribe(self, destination: str, settings: Any) -> Reply:
+        if not isinstance(settings, list) or not settings:
+            return _problem(400, "settings must list at least one action")
+        with self._lock:
+            existing = self.webhooks.get(destination)
+            if existing is not None and not self.post_reenables_webhook:
+                return _problem(400, "Webhook with this destination already exists")
+            hook = existing or FakeWebhook(next(self._webhook_ids), destination, [])
+            hook.settings, hook.disabled = [str(s) for s in settings], False
+            self.webhooks[destination] = hook
+            return Reply.json(hook.as_api(self.account_id), content_type=HAL_JSON)
 
     def _token(self, request: FakeRequest) -> Reply:
         # The token endpoint's rules live in FakeAmoOAuth (a werkzeug app); hand it the request.
@@ -329,6 +529,46 @@ class FakeAmoCRM(FakeService):
         return Reply(
             answer.status_code, answer.get_data(), {"Content-Type": answer.content_type or ""}
         )
+
+
+def _problem(status: int, detail: str) -> Reply:
+    return Reply.json(
+        {
+            "title": detail,
+            "type": f"https://httpstatus.es/{status}",
+            "status": status,
+            "detail": detail,
+        },
+        status,
+        PROBLEM_JSON,
+    )
+
+
+def _values(request: FakeRequest, name: str) -> set[str]:
+    """`name=1`, `name[]=1` and `name[0]=1` forms of a list filter, as PHP reads them."""
+    found: set[str] = set()
+    for key, values in request.query.items():
+        indexed = key.startswith(f"{name}[") and key[len(name) + 1 : -1].isdigit()
+        if key in (name, f"{name}[]") or indexed:
+            found.update(values)
+    return found
+
+
+def _stage_pairs(request: FakeRequest) -> set[tuple[int, int]]:
+    pairs: dict[str, dict[str, int]] = {}
+    for key, values in request.query.items():
+        if key.startswith("filter[statuses]["):
+            index, _, part = key.removeprefix("filter[statuses][").partition("][")
+            pairs.setdefault(index, {})[part.rstrip("]")] = int(values[-1])
+    return {(p["pipeline_id"], p["status_id"]) for p in pairs.values() if len(p) == 2}
+
+
+def _order(request: FakeRequest) -> tuple[str, bool]:
+    for field_name in ("updated_at", "created_at", "id"):
+        direction = request.arg(f"order[{field_name}]")
+        if direction is not None:
+            return field_name, direction == "desc"
+    return "id", False
 
 
 def rate_limited(retry_after_s: int | None = 1) -> Reply:

@@ -211,25 +211,37 @@ class FakeService:
         """The real answer; subclasses wrap it (locks, counters) when they need to."""
         return self.routes.dispatch(request)
 
-    def install(self, mock: Any, base_url: str) -> FakeService:
-        """Answer every request to `base_url` (any method) that `responses` intercepts."""
-        pattern = re.compile(re.escape(base_url.rstrip("/")) + r"(/.*)?$")
+    def responses_callback(
+        self, clock: Callable[[], float] = time.monotonic
+    ) -> Callable[[Any], tuple[int, dict[str, str], bytes]]:
+        """This fake as a `responses` callback (`add_callback(method, url_regex, cb)`), for
+        unit tests that run clients on a fake `clock`: the request log gets its timestamps."""
 
-        def answer(prepared: Any) -> tuple[int, dict[str, str], bytes | str]:
-            parts = urlsplit(prepared.url)
+        def callback(prepared: Any) -> tuple[int, dict[str, str], bytes]:
+            parts = urlsplit(prepared.url or "")
             body = prepared.body or b""
             request = FakeRequest(
-                method=prepared.method,
+                method=str(prepared.method),
                 path=parts.path,
                 query=parse_qs(parts.query, keep_blank_values=True),
                 headers={name.lower(): value for name, value in prepared.headers.items()},
-                body=body.encode("utf-8") if isinstance(body, str) else body,
+                body=body.encode() if isinstance(body, str) else body,
+                at=clock(),
             )
             reply = self.handle(request)
-            return reply.status, dict(reply.headers), reply.body
+            raw = reply.body.encode() if isinstance(reply.body, str) else reply.body
+            return reply.status, dict(reply.headers), raw
 
+        return callback
+
+    def install(
+        self, mock: Any, base_url: str, clock: Callable[[], float] = time.monotonic
+    ) -> FakeService:
+        """Answer every request to `base_url` (any method) that `responses` intercepts."""
+        pattern = re.compile(re.escape(base_url.rstrip("/")) + r"(/.*)?$")
+        callback = self.responses_callback(clock)
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
-            mock.add_callback(method, pattern, callback=answer)
+            mock.add_callback(method, pattern, callback=callback)
         return self
 
     def wsgi(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
