@@ -375,6 +375,21 @@ class DevServerAPI:
         )
         assert answer["invokeFunction"] is True, answer
 
+    def invoke_and_wait(self, slug: str, *, timeout: float = 60.0) -> dict[str, Any]:
+        """Start function `slug` by hand and return its run (REST shape) once it has ended."""
+        since = rfc3339_now()
+        self.invoke(slug)
+        [ref] = wait_until(
+            lambda: [
+                r
+                for r in self.function_runs(slug, since)
+                if r["status"] in ("COMPLETED", "FAILED", "CANCELLED")
+            ],
+            timeout=timeout,
+            what=f"the invoked {slug} run to end",
+        )
+        return self.ended_run(ref["id"])
+
     def function_runs(self, slug: str, since: str) -> list[dict[str, Any]]:
         """Runs of function `slug` queued since `since` (RFC 3339): `{id, status}`."""
         function_id = self.functions()[slug]["id"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometei.functions.keepalive import CRON
-from tests.e2e.harness import Stack, rfc3339_now, status_change_form, wait_until
+from tests.e2e.harness import Stack, status_change_form
 from tests.support.fake_amo_oauth import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI
 from tests.support.kvshim import running_shim
 
@@ -27,19 +27,7 @@ def test_keepalive_is_registered_with_its_schedule_and_an_invoked_run_refreshes(
         )
         stack.amo.oauth.live_refresh.add(SEED_REFRESH)
         function = stack.api.functions()["amocrm-token-keepalive"]
-        since = rfc3339_now()
-
-        stack.api.invoke("amocrm-token-keepalive")
-        [run_ref] = wait_until(
-            lambda: [
-                r
-                for r in stack.api.function_runs("amocrm-token-keepalive", since)
-                if r["status"] in ("COMPLETED", "FAILED")
-            ],
-            timeout=60,
-            what="the invoked keepalive run to end",
-        )
-        run = stack.api.ended_run(run_ref["id"])
+        run = stack.api.invoke_and_wait("amocrm-token-keepalive")
 
         assert function["triggers"] == [{"cron": CRON}]
         assert run["status"] == "Completed", run

@@ -6,30 +6,13 @@ request."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-from tests.e2e.harness import WEBHOOK_SECRET, Stack, rfc3339_now, status_change_form, wait_until
+from tests.e2e.harness import WEBHOOK_SECRET, Stack, status_change_form
 
 PUBLIC = "https://prometei.example.test"
 # Registered with a real schedule that will not fire during the test: the test invokes it.
 YEARLY = "0 0 1 1 *"
 SLUG = "amocrm-reconcile"
-
-
-def invoke_and_wait(stack: Stack, slug: str) -> dict[str, Any]:
-    """Start function `slug` by hand (the dev server's Invoke) and wait for its run to end."""
-    since = rfc3339_now()
-    stack.api.invoke(slug)
-    [ref] = wait_until(
-        lambda: [
-            r
-            for r in stack.api.function_runs(slug, since)
-            if r["status"] in ("COMPLETED", "FAILED")
-        ],
-        timeout=60,
-        what=f"the invoked {slug} run to end",
-    )
-    return stack.api.run(ref["id"])
 
 
 def test_reconcile_heals_a_dropped_webhook_and_re_registers_ours(
@@ -46,7 +29,7 @@ def test_reconcile_heals_a_dropped_webhook_and_re_registers_ours(
     assert stack.api.wait_for_run(first["inngest_ids"][0])["output"]["action"] == "inserted"
     # The webhook of `dropped` never arrives: Vercel was down, amoCRM gave up.
 
-    run = invoke_and_wait(stack, SLUG)
+    run = stack.api.invoke_and_wait(SLUG)
 
     assert run["status"] == "Completed", run
     output = run["output"]
@@ -71,7 +54,7 @@ def test_reconcile_heals_a_dropped_webhook_and_re_registers_ours(
     assert len(stack.records_of_lead(delivered)) == 1
 
     lists_before = stack.amo.list_requests()
-    again = invoke_and_wait(stack, SLUG)
+    again = stack.api.invoke_and_wait(SLUG)
 
     assert again["status"] == "Completed", again
     assert (again["output"]["listed"], again["output"]["sent"]) == (0, 0)
