@@ -61,7 +61,7 @@ LEAD_ATTRIBUTES = (
     "status_name",
 )
 _CUSTOM_FIELD_RE = re.compile(r"^cf:(\d+)$")
-# An ERP (Rukovoditel) field key; deals.py checks extra fields with it too.
+# An ERP (Rukovoditel) field key; prometei.deals.payload checks extra fields with it too.
 ERP_FIELD_RE = re.compile(r"^field_\d+$")
 _ERP_FIELD_RE = ERP_FIELD_RE  # the old name
 # One DNS label; shared with prometei.amocrm.domains so config and the host allow-list agree.

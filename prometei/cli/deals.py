@@ -16,10 +16,16 @@ from typing import Any, NoReturn
 
 import click
 
-from prometei.deals import CREATE_DEAL_EVENT, TASK_CREATE_EVENT, SendReport, send_deals
+from prometei.deals.events import CREATE_DEAL_EVENT, TASK_CREATE_EVENT
+from prometei.deals.send import SendReport, send_deals
 from prometei.errors import ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def _echo_events(report: SendReport) -> None:
+    for event in report.events:
+        click.echo(f"  {event['name']}  id={event.get('id')}")
 
 
 def _finish(report: SendReport, as_json: bool) -> NoReturn:
@@ -31,13 +37,11 @@ def _finish(report: SendReport, as_json: bool) -> NoReturn:
             click.echo(f"  - {problem}", err=True)
     elif report.status == "validated":
         click.echo(f"valid: {report.total} deal(s); would send {len(report.events)} event(s):")
-        for event in report.events:
-            click.echo(f"  {event['name']}  id={event.get('id')}")
+        _echo_events(report)
         click.echo("dry run: nothing was sent")
     elif report.status == "sent":
         click.echo(f"sent {len(report.events)} event(s) for {report.total} deal(s):")
-        for event in report.events:
-            click.echo(f"  {event['name']}  id={event.get('id')}")
+        _echo_events(report)
         click.echo(
             "Each run shows in the Inngest dashboard under these event ids. Sending the same "
             "deals again within 24 h is ignored by Inngest (use --key to send them again)."

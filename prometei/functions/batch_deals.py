@@ -32,13 +32,9 @@ from typing import Any
 import inngest
 
 from prometei.config import Settings
-from prometei.deals import (
-    BATCH_EVENT,
-    DealValidationError,
-    chunk_events,
-    fanout_events,
-    parse_batch,
-)
+from prometei.deals.events import BATCH_EVENT, chunk_events, fanout_events
+from prometei.deals.payload import DealValidationError
+from prometei.deals.validation import parse_batch
 from prometei.functions.boundary import run_step
 from prometei.functions.client import definitions
 from prometei.logs import log_context

@@ -31,17 +31,10 @@ from typing import Any
 import inngest
 
 from prometei.config import Settings
-from prometei.deals import (
-    CREATE_DEAL_EVENT,
-    TASK_CREATE_EVENT,
-    DealPayload,
-    DealValidationError,
-    deal_values,
-    derived_external_id,
-    entity_of,
-    erp_fields,
-    parse_deal,
-)
+from prometei.deals.events import CREATE_DEAL_EVENT, TASK_CREATE_EVENT, derived_external_id
+from prometei.deals.payload import DealPayload, DealValidationError
+from prometei.deals.record import deal_values, entity_of, erp_fields
+from prometei.deals.validation import parse_deal
 from prometei.errors import InputError
 from prometei.functions.boundary import run_step
 from prometei.functions.client import definitions

@@ -29,7 +29,7 @@ from typing import Any
 
 import inngest
 
-from prometei.deals import TASK_CREATE_EVENT
+from prometei.deals.events import TASK_CREATE_EVENT
 from prometei.functions.previous_runs import claim, is_claim, previous_write
 
 OLD_KEYS = frozenset({"dealName", "entityId", "amount"})
