@@ -7,7 +7,6 @@
     plan      the values of one write, checked against the entity before any insert/update
     records   one record per lead or deal externalId (`RecordWriter`): lookup field or memory
     mapping   amoCRM lead -> values (ERP_FIELD_MAP)
-    checks    the ERP rows of `doctor`
 
 Nothing is imported here on purpose: `mapping`, `values` and `plan` stay importable without
 pulling in `requests` and the client, so entrypoints pay only for what they use.

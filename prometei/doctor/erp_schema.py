@@ -1,6 +1,7 @@
-"""Would an ERP write work, and would it keep every value? The ERP half of `doctor`.
+"""Would an ERP write work, and would it keep every value? The ERP schema rows of `doctor`.
 
-`diagnose(...)` looks at the configured entity the way `RecordWriter` will, without writing:
+`check_erp_schema(...)` looks at the configured entity the way `RecordWriter` will, without
+writing:
 
     erp entity       ERP_ENTITY_ID exists (get_entity_fields); servers before 3.4 cannot say
     erp field map    every ERP_FIELD_MAP key is a writable field of the entity, of a type its
@@ -10,85 +11,84 @@
     erp one record   ERP_LEAD_ID_FIELD is a text field of the entity, or else where lead ->
                      record ids are remembered (and a failure on Vercel without KV)
 
-Each row is a `Finding` (ok / warn / fail / skip, a detail and a fix); `prometei.doctor` turns
-them into rows of its table. A fail means a write would fail or lose data.
+A failing row means a write would fail or lose data.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from prometei.amocrm.models import source_of
+from prometei.doctor.check import Check, fail, ok, passed, skip, warn
 from prometei.erp.plan import target_problem
 from prometei.erp.records import check_lookup_field
 from prometei.erp.schema import Choice, EntitySchema, ErpField, FieldKind, SchemaCache
 from prometei.erp.values import SourceValue, compatibility
 from prometei.errors import ConfigError, PrometeiError
+from prometei.services import Services
 
 if TYPE_CHECKING:
     from prometei.config import Settings
-    from prometei.store.base import StateStore
 
-Level = Literal["ok", "warn", "fail", "skip"]
 StageNames = Callable[[str], list[str]]
 FIELDS_COMMAND = "python -m prometei erp fields"
 ROWS = ("erp entity", "erp field map", "erp one record")
 
 
-@dataclass(frozen=True)
-class Finding:
-    name: str
-    level: Level
-    detail: str
-    fix: str = ""
-
-
-def diagnose(
-    settings: Settings,
-    schemas: SchemaCache,
-    state: Callable[[], StateStore],
-    stage_names: StageNames | None = None,
-) -> list[Finding]:
-    """The three rows, in order. `stage_names(source)` gives amoCRM's names for `status_name`
-    or `pipeline_name` (compared with a dropdown they fill); None skips that comparison."""
+def check_erp_schema(services: Services, *, login: Check | None) -> list[Check]:
+    """The three rows, in order; skipped when the login row did not pass."""
+    if not passed(login):
+        return [skip(name, "not run: the ERP login did not pass (see above)") for name in ROWS]
+    settings = services.settings
+    schemas = services.erp_schemas
+    stage_names = _stage_names(services) if settings.amocrm_subdomain else None
     entity_id = settings.erp_entity_id
     try:
         schema = schemas.get(entity_id)
     except PrometeiError as exc:
-        fail = Finding(
+        failed = fail(
             "erp entity",
-            "fail",
             exc.message,
             "set ERP_ENTITY_ID to the id of the receiving entity (Rukovoditel: "
             "Configuration -> Entities), then run doctor again",
         )
-        return [fail, *(_skipped(name, "the entity is unknown (see above)") for name in ROWS[1:])]
+        return [failed, *(_skipped(name, "the entity is unknown (see above)") for name in ROWS[1:])]
     if schema is None:
-        warn = Finding(
+        unknown = warn(
             "erp entity",
-            "warn",
             f"Rukovoditel cannot describe entity {entity_id} (no get_entity_fields: Extension "
             "before 3.4), so writes are not checked against its fields",
             "update the Rukovoditel Extension to 3.4 or later",
         )
-        return [warn, *(_skipped(name, "needs get_entity_fields") for name in ROWS[1:2]),
-                one_record(settings, None, state)]  # fmt: skip
+        return [unknown, _skipped(ROWS[1], "needs get_entity_fields"), one_record(services, None)]
     return [
         entity_row(schema),
         field_map_row(settings, schema, schemas, stage_names),
-        one_record(settings, schema, state),
+        one_record(services, schema),
     ]
 
 
-def entity_row(schema: EntitySchema) -> Finding:
+def _stage_names(services: Services) -> StageNames:
+    """amoCRM's names a dropdown filled by status_name / pipeline_name must offer: the trigger
+    stages when AMOCRM_TRIGGER_STATUSES is set, else every pipeline's."""
+
+    def names(source: str) -> list[str]:
+        pipelines, statuses = services.pipelines.listing()
+        if source == "pipeline_name":
+            return list(pipelines.values())
+        wanted = services.settings.amocrm_trigger_statuses
+        return [name for pair, name in statuses.items() if not wanted or pair in wanted]
+
+    return names
+
+
+def entity_row(schema: EntitySchema) -> Check:
     writable = [f for f in schema.fields.values() if f.writable]
     heading = schema.heading()
     named = f", heading {heading.describe()}" if heading else ""
-    return Finding(
+    return ok(
         "erp entity",
-        "ok",
         f"entity {schema.entity_id}: {len(schema.fields)} fields, {len(writable)} writable{named}",
     )
 
@@ -98,7 +98,7 @@ def field_map_row(
     schema: EntitySchema,
     schemas: SchemaCache,
     stage_names: StageNames | None,
-) -> Finding:
+) -> Check:
     problems: list[str] = []
     warnings: list[str] = []
     for key, source_name in settings.erp_field_map.items():
@@ -121,24 +121,21 @@ def field_map_row(
             problems.append(f"{required.describe()} is required and ERP_FIELD_MAP does not fill it")
     mapped = len(settings.erp_field_map)
     if problems:
-        return Finding(
+        return fail(
             "erp field map",
-            "fail",
             "; ".join(problems),
             f"correct ERP_FIELD_MAP (`{FIELDS_COMMAND}` lists entity "
             f"{schema.entity_id}'s fields, types and choices)",
         )
     if warnings:
-        return Finding(
+        return warn(
             "erp field map",
-            "warn",
             "; ".join(warnings),
             f"map names (status_name, pipeline_name) to dropdowns, add the missing choices, "
             f"or give the API user administrator rights (`{FIELDS_COMMAND}`)",
         )
-    return Finding(
+    return ok(
         "erp field map",
-        "ok",
         f"{mapped} field(s) of entity {schema.entity_id}, each writable and fit for its source",
     )
 
@@ -174,54 +171,51 @@ def _stage_name_warnings(
         names = stage_names(source_name)
     except PrometeiError as exc:
         return [f"{target.key}: amoCRM's stage names could not be read ({exc.message})"]
-    known = {" ".join(c.name.split()).casefold() for c in choices}
-    missing = sorted({n for n in names if " ".join(n.split()).casefold() not in known})
+    known = {_label_key(c.name) for c in choices}
+    missing = sorted({n for n in names if _label_key(n) not in known})
     if not missing:
         return []
     shown = ", ".join(repr(n) for n in missing[:5]) + (" ..." if len(missing) > 5 else "")
     return [f"{target.key}: amoCRM names with no choice of that label: {shown}"]
 
 
-def one_record(
-    settings: Settings, schema: EntitySchema | None, state: Callable[[], StateStore]
-) -> Finding:
+def _label_key(label: str) -> str:
+    """A label compared the way a person reads it: case and runs of spaces do not count."""
+    return " ".join(label.split()).casefold()
+
+
+def one_record(services: Services, schema: EntitySchema | None) -> Check:
     name = "erp one record"
+    settings = services.settings
     field_id = settings.erp_lead_id_field
-    if field_id is not None:
-        if schema is None:
-            return Finding(name, "ok", f"lookup by field {field_id} (its type cannot be checked)")
-        try:
-            found = check_lookup_field(schema, field_id)
-        except ConfigError as exc:
-            return Finding(
-                name,
-                "fail",
-                exc.message,
-                f"create a text (input) field for the amoCRM lead id in entity "
-                f"{schema.entity_id} and set ERP_LEAD_ID_FIELD to its id",
-            )
-        return Finding(name, "ok", f"lookup by {found.describe()}: one record per lead, always")
+    # schemas.get(settings.erp_entity_id) gave `schema`, so its entity id is the same.
     fix = (
         f"create a text (input) field for the amoCRM lead id in entity {settings.erp_entity_id} "
         "and set ERP_LEAD_ID_FIELD to its id"
     )
+    if field_id is not None:
+        if schema is None:
+            return ok(name, f"lookup by field {field_id} (its type cannot be checked)")
+        try:
+            found = check_lookup_field(schema, field_id)
+        except ConfigError as exc:
+            return fail(name, exc.message, fix)
+        return ok(name, f"lookup by {found.describe()}: one record per lead, always")
     try:
-        store = state()
+        store = services.state
     except ConfigError as exc:
-        return Finding(
+        return fail(
             name,
-            "fail",
             f"ERP_LEAD_ID_FIELD is not set and {exc.message}: leads would be refused",
             fix + ", or connect a KV store",
         )
-    return Finding(
+    return warn(
         name,
-        "warn",
         f"ERP_LEAD_ID_FIELD is not set: lead -> record ids are remembered in {store.describe()}; "
         "a retry after a lost insert answer can still create a second record",
         fix,
     )
 
 
-def _skipped(name: str, why: str) -> Finding:
-    return Finding(name, "skip", f"not run: {why}")
+def _skipped(name: str, why: str) -> Check:
+    return skip(name, f"not run: {why}")

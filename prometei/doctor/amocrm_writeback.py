@@ -1,7 +1,7 @@
-"""Can prometei write back to amoCRM? The write-back half of `doctor`.
+"""Can prometei write back to amoCRM? The write-back rows of `doctor`.
 
-Runs only when AMOCRM_SYNC_NOTE, AMOCRM_FAILURE_NOTE or AMOCRM_ERP_ID_FIELD is on, with
-harmless reads only (nothing is written to a lead):
+Run only when AMOCRM_SYNC_NOTE, AMOCRM_FAILURE_NOTE or AMOCRM_ERP_ID_FIELD is on (no row at
+all otherwise), with harmless reads only (nothing is written to a lead):
 
     amocrm write-back     the user the token acts as (`current_user_id` of the account) may
                           edit leads: notes and field values need it, for the integration
@@ -19,16 +19,15 @@ a refused read is a warning, not a failure.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from prometei.erp.checks import Finding
+from prometei.doctor.check import Check, fail, ok, passed, skip, warn
 from prometei.errors import ConfigError, PrometeiError
+from prometei.services import Services
 
 if TYPE_CHECKING:
     from prometei.amocrm.client import AmoCRMClient
     from prometei.config import Settings
-    from prometei.store.base import StateStore
 
 ROWS = ("amocrm write-back", "amocrm erp id field")
 ID_FIELD_TYPES = frozenset({"text", "numeric", "textarea"})
@@ -45,21 +44,24 @@ def enabled_settings(settings: Settings) -> list[str]:
     return [name for name, on in names if on]
 
 
-def diagnose_writeback(
-    settings: Settings, client: AmoCRMClient, state: Callable[[], StateStore]
-) -> list[Finding]:
-    """The rows above, in order; none when write-back is off."""
+def check_amocrm_writeback(services: Services, *, amocrm: Check | None) -> list[Check]:
+    """With write-back on: may the token's user edit leads, and is AMOCRM_ERP_ID_FIELD a lead
+    field that can hold the record id? No row when write-back is off; skipped when the amoCRM
+    row did not pass."""
+    settings = services.settings
     enabled = enabled_settings(settings)
     if not enabled:
-        return []
+        return []  # nothing to check, and no row for a feature that is off
+    if not passed(amocrm):
+        return [skip(ROWS[0], "not run: the amoCRM check did not pass (see above)")]
+    client = services.amocrm_housekeeping
     rows = [rights_row(settings, client, enabled)]
     if settings.amocrm_sync_note:
         try:
-            state()
+            services.state  # noqa: B018 - building the store is the check
         except ConfigError as exc:
-            rows[0] = Finding(
+            rows[0] = fail(
                 ROWS[0],
-                "fail",
                 f"AMOCRM_SYNC_NOTE needs a state store to tell a changed record from a "
                 f"repeat: {exc.message}",
                 "connect a KV store (KV_REST_API_URL and KV_REST_API_TOKEN), or unset "
@@ -72,7 +74,7 @@ def diagnose_writeback(
 
 def rights_row(  # noqa: PLR0911 - one per answer
     settings: Settings, client: AmoCRMClient, enabled: list[str]
-) -> Finding:
+) -> Check:
     name = ROWS[0]
     who = (
         "the user who created AMOCRM_ACCESS_TOKEN"
@@ -83,26 +85,24 @@ def rights_row(  # noqa: PLR0911 - one per answer
     grant = (
         f"in amoCRM (Settings -> Users -> rights) let {who} edit leads (Leads: Edit = all), {unset}"
     )
+    unread = f"make sure {who} may edit leads"
     try:
         user_id = client.current_user_id()
         user = client.user(user_id) if user_id is not None else None
     except PrometeiError as exc:
-        return Finding(name, "warn", f"could not read the token's user and rights: {exc.message}",
-                       f"make sure {who} may edit leads")  # fmt: skip
+        return warn(name, f"could not read the token's user and rights: {exc.message}", unread)
     rights = user.get("rights") if isinstance(user, dict) else None
     if not isinstance(rights, dict):
-        return Finding(name, "warn", "amoCRM did not show the token's user and rights",
-                       f"make sure {who} may edit leads")  # fmt: skip
+        return warn(name, "amoCRM did not show the token's user and rights", unread)
     label = f"user {user_id}"
     if rights.get("is_active") is False:
-        return Finding(name, "fail", f"{label} is deactivated in amoCRM", grant)
+        return fail(name, f"{label} is deactivated in amoCRM", grant)
     if rights.get("is_admin") is True:
-        return Finding(name, "ok", f"{label} is an administrator: {_on(enabled, settings)}")
+        return ok(name, f"{label} is an administrator: {_on(enabled, settings)}")
     edit = _lead_right(rights, "edit")
     if edit == "D" or edit is None:
-        return Finding(
+        return fail(
             name,
-            "fail",
             f"{label} may edit no leads, so {', '.join(enabled)} would fail on every lead",
             grant,
         )
@@ -111,12 +111,11 @@ def rights_row(  # noqa: PLR0911 - one per answer
         parts = [] if edit == "A" else [f"{label} may edit {RIGHT_NAMES.get(edit, edit)} only"]
         if blocked:
             parts.append(f"stage rights deny editing in {', '.join(blocked)}")
-        return Finding(name, "warn", "; ".join(parts) + ": write-backs fail on the other leads",
-                       grant)  # fmt: skip
-    return Finding(name, "ok", f"{label} may edit all leads: {_on(enabled, settings)}")
+        return warn(name, "; ".join(parts) + ": write-backs fail on the other leads", grant)
+    return ok(name, f"{label} may edit all leads: {_on(enabled, settings)}")
 
 
-def id_field_row(field_id: int, client: AmoCRMClient) -> Finding:
+def id_field_row(field_id: int, client: AmoCRMClient) -> Check:
     name = ROWS[1]
     fix = (
         "set AMOCRM_ERP_ID_FIELD to the id of a text or number field of leads (amoCRM: "
@@ -125,16 +124,16 @@ def id_field_row(field_id: int, client: AmoCRMClient) -> Finding:
     try:
         found = client.lead_custom_field(field_id)
     except PrometeiError as exc:
-        return Finding(name, "fail", exc.message, fix)
+        return fail(name, exc.message, fix)
     if found is None:
-        return Finding(
-            name, "fail", f"AMOCRM_ERP_ID_FIELD={field_id} is not a lead field of this account", fix
+        return fail(
+            name, f"AMOCRM_ERP_ID_FIELD={field_id} is not a lead field of this account", fix
         )
     kind = str(found.get("type") or "?")
     title = f"AMOCRM_ERP_ID_FIELD={field_id} ({found.get('name')!r}, {kind})"
     if kind not in ID_FIELD_TYPES:
-        return Finding(name, "fail", f"{title} cannot hold a record id", fix)
-    return Finding(name, "ok", f"{title} receives the ERP record id")
+        return fail(name, f"{title} cannot hold a record id", fix)
+    return ok(name, f"{title} receives the ERP record id")
 
 
 def _lead_right(rights: dict[str, Any], action: str) -> str | None:
