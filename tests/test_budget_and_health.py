@@ -165,6 +165,56 @@ def test_status_exits_1_and_says_how_to_fix_when_ours_does_not_deliver(amo, setu
     assert "python -m prometei webhook register" in result.output
 
 
+@pytest.mark.parametrize("path", ["/api/inngest", "/api/amocrm-webhook"])
+def test_status_counts_every_url_the_intake_accepts_with_the_secret_as_ours(amo, path) -> None:
+    amo.amo.subscribe(f"{PUBLIC}{path}?token={SECRET}", ["status_lead"])
+    result = command("webhook", "status")
+    assert result.exit_code == 0, result.output
+    assert "ours: OK" in result.output and "<- ours" in result.output
+
+
+@pytest.mark.parametrize(
+    ("destination", "env", "setting"),
+    [
+        (
+            f"{PUBLIC}/api/amocrm-webhook",
+            {"AMOCRM_WEBHOOK_ALLOW_LEGACY_URL": "1"},
+            "AMOCRM_WEBHOOK_ALLOW_LEGACY_URL",
+        ),
+        (
+            f"{PUBLIC}/api/webhook?token=previous-secret-1",
+            {"AMOCRM_WEBHOOK_SECRET_PREVIOUS": "previous-secret-1"},
+            "AMOCRM_WEBHOOK_SECRET_PREVIOUS",
+        ),
+    ],
+    ids=["old-url-opt-in", "previous-secret"],
+)
+def test_a_url_accepted_only_during_a_switch_over_is_temporary_and_register_adds_ours(
+    amo, set_env, destination, env, setting
+) -> None:
+    set_env(**env)
+    amo.amo.subscribe(destination, ["status_lead"])
+
+    status = command("webhook", "status")
+
+    assert status.exit_code == 0, status.output  # it delivers, for now
+    assert "ours: TEMPORARY" in status.output and setting in status.output
+    assert "previous-secret-1" not in status.output
+    register = command("webhook", "register")
+    assert register.exit_code == 0, register.output
+    assert register.output.startswith("registered:") and "delete it in amoCRM" in register.output
+    assert set(amo.amo.webhooks) == {destination, OURS}
+    assert "ours: OK" in command("webhook", "status").output
+
+
+def test_the_old_url_without_a_token_and_without_the_opt_in_is_refused(amo) -> None:
+    amo.amo.subscribe(f"{PUBLIC}/api/amocrm-webhook", ["status_lead"])
+    result = command("webhook", "status")
+    assert result.exit_code == 1
+    assert "ours: STALE TOKEN" in result.output
+    assert "AMOCRM_WEBHOOK_ALLOW_LEGACY_URL" in result.output and "401" in result.output
+
+
 def test_status_json_for_scripts(amo) -> None:
     amo.amo.subscribe(OURS, ["status_lead"])
     result = command("webhook", "status", "--json")

@@ -424,6 +424,16 @@ def test_webhook_subscription_row_fails_when_ours_does_not_deliver(
     assert "python -m prometei webhook register" in fix_of(result, "webhook subscription")
 
 
+def test_webhook_subscription_row_warns_during_a_switch_over(healthy, set_env):
+    set_env(AMOCRM_WEBHOOK_ALLOW_LEGACY_URL="1")
+    old_url = f"{PUBLIC}/api/amocrm-webhook"
+    healthy.replace(responses.GET, f"{AMO_BASE}/api/v4/webhooks", json=webhooks(hook(old_url)))
+    result = invoke()
+    assert rows(result)["webhook subscription"] == "WARN"
+    assert "only while AMOCRM_WEBHOOK_ALLOW_LEGACY_URL=1" in flat(result)
+    assert "unset AMOCRM_WEBHOOK_ALLOW_LEGACY_URL" in fix_of(result, "webhook subscription")
+
+
 def test_webhook_subscription_row_warns_when_the_token_may_not_list_webhooks(healthy):
     healthy.replace(
         responses.GET, f"{AMO_BASE}/api/v4/webhooks", status=403, json={"title": "Forbidden"}

@@ -318,3 +318,29 @@ def test_unreadable_memory_counts_as_nothing_remembered(app_client, amo, erp, wr
 
     assert run.output["action"] == "updated"
     assert len(amo.notes_of(LEAD_ID)) == 2  # a second ("updated") note, never a failure
+
+
+def test_two_runs_of_a_lead_interleaving_between_steps_leave_one_note(
+    app_client, amo, erp, writeback
+) -> None:
+    """Inngest's concurrency key serialises the steps of a lead, not its runs: a webhook run
+    and a backfill run can both pass `create-erp-task` before either adds its note (seen on the
+    real dev server). Here the step bodies run in that order; one note must come of it."""
+    from prometei.functions.lead_sync import fetch_lead
+    from prometei.functions.lead_writeback import add_sync_note, write_remembered
+
+    lead = fetch_lead(LEAD_ID)
+    assert lead is not None
+    first = write_remembered(lead)
+    second = write_remembered(lead)  # the other run's ERP step: unchanged, but nothing noted yet
+    assert (first["action"], second["action"]) == ("inserted", "unchanged")
+    assert first["writeback"]["note"] == second["writeback"]["note"] == "inserted"
+
+    entity_id, record_id = first["entity_id"], first["record_id"]
+    done = [
+        add_sync_note(LEAD_ID, entity_id, "inserted", run["writeback"]["memory"])
+        for run in (first, second)
+    ]
+
+    assert [d["ok"] for d in done] == [True, True] and done[1].get("already") is True
+    assert amo.notes_of(LEAD_ID) == [f"Запись ERP №{record_id} создана: {link(record_id)}"]

@@ -241,6 +241,23 @@ def test_autorepair_enables_a_disabled_subscription_again(
     assert not hook.disabled and hook.settings == ["status_lead"]
 
 
+def test_autorepair_leaves_a_switch_over_to_the_operator(app_client, live, set_env) -> None:
+    wired, _ = live
+    set_env(
+        PUBLIC_URL="https://prometei.example.com",
+        AMOCRM_WEBHOOK_AUTOREPAIR="1",
+        AMOCRM_WEBHOOK_ALLOW_LEGACY_URL="1",
+    )
+    old_url = "https://prometei.example.com/api/amocrm-webhook"
+    wired.amo.subscribe(old_url, ["status_lead"])
+
+    run = run_function(app_client, FN, cron())
+
+    assert run.status == "Completed", run.output
+    assert run.output["webhook"]["state"] == "temporary"
+    assert list(wired.amo.webhooks) == [old_url]  # nothing subscribed behind the operator's back
+
+
 def test_without_a_public_url_the_webhook_check_is_skipped_not_failed(app_client, live) -> None:
     run = run_function(app_client, FN, cron())
     assert run.status == "Completed", run.output

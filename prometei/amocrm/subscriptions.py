@@ -3,9 +3,13 @@
 amoCRM disables a webhook after more than 100 failed deliveries in 2 hours (reference
 amocrm.md §1.5) and says so only in its notification centre; from then on no lead change
 reaches us. `check()` reads amoCRM's subscriptions (`GET /api/v4/webhooks`) and finds ours:
-the intake URL `<public origin>/api/webhook?token=<AMOCRM_WEBHOOK_SECRET>` (also accepted:
-`/api/inngest` and the old `/api/amocrm-webhook` paths), subscribed to `status_lead`.
-`repair()` subscribes it again (`POST /api/v4/webhooks`).
+the intake URL `<public origin>/api/webhook?token=<AMOCRM_WEBHOOK_SECRET>`, subscribed to
+`status_lead`. A subscription is judged by what the intake would answer it: `/api/inngest` and
+the old `/api/amocrm-webhook` with the current secret deliver too (ok); the previous secret
+(AMOCRM_WEBHOOK_SECRET_PREVIOUS) or the old URL without a token under
+AMOCRM_WEBHOOK_ALLOW_LEGACY_URL=1 deliver only while that switch-over setting stays on
+(`temporary`); anything else on our intake is refused with 401 (`stale_token`).
+`repair()` subscribes the canonical URL (`POST /api/v4/webhooks`).
 
 Documented (webhooks-api page, Kommo's add-webhooks): the list answer
 `_embedded.webhooks[]` with `id, destination, disabled, settings, ...`; `filter[destination]`;
@@ -41,8 +45,17 @@ INTAKE_PATH = "/api/webhook"
 INTAKE_PATHS = (INTAKE_PATH, "/api/inngest", "/api/amocrm-webhook")
 
 State = Literal[
-    "ok", "missing", "disabled", "no_status_events", "stale_token", "unknown", "not_configured"
+    "ok",
+    "temporary",
+    "missing",
+    "disabled",
+    "no_status_events",
+    "stale_token",
+    "unknown",
+    "not_configured",
 ]
+# How the intake would answer a delivery to one subscription's URL (see `_delivery`).
+Delivery = Literal["exact", "accepted", "temporary", "refused", "elsewhere"]
 
 
 @dataclass(frozen=True)
@@ -114,7 +127,14 @@ class Health:
 
     @property
     def ok(self) -> bool:
+        """Ours is the canonical URL (or another one the intake always accepts), enabled."""
         return self.state == "ok"
+
+    @property
+    def delivers(self) -> bool:
+        """Status changes reach the intake now (`temporary`: only while a switch-over
+        setting stays on)."""
+        return self.state in ("ok", "temporary")
 
     def as_output(self) -> dict[str, Any]:
         """Plain JSON for step outputs and `--json` (destinations masked)."""
@@ -207,31 +227,46 @@ def repair(settings: Settings, api: WebhooksAPI, *, origin: str | None = None) -
 
 def _judge(settings: Settings, url: str, subscriptions: list[Subscription]) -> Health:
     everything = tuple(subscriptions)
-    exact = [s for s in subscriptions if s.destination == url]
     fix = f"run `{register_command(settings)}`"
-    if not exact:
-        stale = [s for s in subscriptions if _points_at_intake(s.destination, url)]
-        if stale:
-            return Health(
-                "stale_token",
-                f"amoCRM posts to our intake ({stale[0].shown()}) with another ?token= than "
-                "AMOCRM_WEBHOOK_SECRET: every delivery is refused with 401, and amoCRM "
-                "disables a webhook after 100 failed deliveries",
-                f"{fix}, then delete the old URL in amoCRM (Settings -> Integrations -> Web hooks)",
-                stale[0],
-                everything,
-            )
+    by_delivery: dict[Delivery, list[Subscription]] = {}
+    for subscription in subscriptions:
+        by_delivery.setdefault(_delivery(settings, url, subscription), []).append(subscription)
+    delivering = by_delivery.get("exact", []) + by_delivery.get("accepted", [])
+    if delivering:
+        return _judge_ours(_pick(delivering), fix, everything, temporary=False)
+    if "temporary" in by_delivery:
+        return _judge_ours(_pick(by_delivery["temporary"]), fix, everything, temporary=True)
+    if "refused" in by_delivery:
+        stale = by_delivery["refused"][0]
         return Health(
-            "missing",
-            f"amoCRM has {len(subscriptions)} webhook(s), none of them to "
-            f"{masked_url(url)}: lead changes do not reach the intake (amocrm-reconcile "
-            "still picks them up, one interval late)",
-            fix,
-            None,
+            "stale_token",
+            f"amoCRM posts to our intake ({stale.shown()}) {_refusal_reason(stale)}: every "
+            "delivery is refused with 401, and amoCRM disables a webhook after 100 failed "
+            "deliveries",
+            f"{fix}, then delete the old URL in amoCRM (Settings -> Integrations -> Web hooks)",
+            stale,
             everything,
         )
-    enabled = [s for s in exact if not s.disabled]
-    ours = next((s for s in enabled if STATUS_ACTION in s.settings), (enabled or exact)[0])
+    return Health(
+        "missing",
+        f"amoCRM has {len(subscriptions)} webhook(s), none of them to "
+        f"{masked_url(url)}: lead changes do not reach the intake (amocrm-reconcile "
+        "still picks them up, one interval late)",
+        fix,
+        None,
+        everything,
+    )
+
+
+def _pick(candidates: list[Subscription]) -> Subscription:
+    """The one that delivers best: enabled and subscribed to status changes first."""
+    enabled = [s for s in candidates if not s.disabled]
+    return next((s for s in enabled if STATUS_ACTION in s.settings), (enabled or candidates)[0])
+
+
+def _judge_ours(
+    ours: Subscription, fix: str, everything: tuple[Subscription, ...], *, temporary: bool
+) -> Health:
     if ours.disabled:
         return Health(
             "disabled",
@@ -251,15 +286,63 @@ def _judge(settings: Settings, url: str, subscriptions: list[Subscription]) -> H
             ours,
             everything,
         )
+    if temporary:
+        setting = _switch_over_setting(ours)
+        return Health(
+            "temporary",
+            f"{ours.shown()} receives lead status changes, but only while {setting} stays "
+            "set: the intake refuses it with 401 once the setting is removed",
+            f"{fix} (it subscribes the URL with ?token=<AMOCRM_WEBHOOK_SECRET>), then delete "
+            f"the old URL in amoCRM (Settings -> Integrations -> Web hooks) and unset {setting}",
+            ours,
+            everything,
+        )
     return Health(
         "ok", f"{ours.shown()} is enabled and receives lead status changes", "", ours, everything
     )
 
 
-def _points_at_intake(destination: str, url: str) -> bool:
+def _delivery(settings: Settings, url: str, subscription: Subscription) -> Delivery:
+    """What the intake (`prometei.web.intake`) would do with a delivery to this URL."""
+    destination = subscription.destination
+    if destination == url:
+        return "exact"
     mine, theirs = urlsplit(url), urlsplit(destination)
     same_host = (mine.scheme, mine.netloc.lower()) == (theirs.scheme, theirs.netloc.lower())
-    return same_host and theirs.path.rstrip("/") in INTAKE_PATHS
+    path = theirs.path.rstrip("/")
+    if not same_host or path not in INTAKE_PATHS:
+        return "elsewhere"
+    token = _token_of(destination)
+    current = settings.amocrm_webhook_secret
+    previous = settings.amocrm_webhook_secret_previous
+    if token and current is not None and token == current.get_secret_value():
+        return "accepted"
+    if token and previous is not None and token == previous.get_secret_value():
+        return "temporary"
+    if not token and path != INTAKE_PATH and settings.amocrm_webhook_allow_legacy_url:
+        return "temporary"
+    return "refused"
+
+
+def _token_of(destination: str) -> str:
+    return dict(parse_qsl(urlsplit(destination).query, keep_blank_values=True)).get("token", "")
+
+
+def _switch_over_setting(subscription: Subscription) -> str:
+    if _token_of(subscription.destination):
+        return "AMOCRM_WEBHOOK_SECRET_PREVIOUS"
+    return "AMOCRM_WEBHOOK_ALLOW_LEGACY_URL=1"
+
+
+def _refusal_reason(subscription: Subscription) -> str:
+    if _token_of(subscription.destination):
+        return "with another ?token= than AMOCRM_WEBHOOK_SECRET"
+    if urlsplit(subscription.destination).path.rstrip("/") == INTAKE_PATH:
+        return "without ?token="
+    return (
+        "on the TypeScript version's URL without ?token= (accepted only with "
+        "AMOCRM_WEBHOOK_ALLOW_LEGACY_URL=1)"
+    )
 
 
 def _list_fix(exc: PrometeiError) -> str:

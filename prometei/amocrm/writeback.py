@@ -112,8 +112,9 @@ class LastWrites:
         return last
 
     def put(self, entity_id: int, lead_id: int, last: LastWrite) -> None:
-        """Overwrite (one store write, no read: runs of one lead never overlap, Inngest runs
-        them one at a time)."""
+        """Overwrite (one store write, no read). Steps of one lead never overlap (the
+        function's concurrency key), but its runs can interleave between steps: the note step
+        reads the memory again before it adds a note (`lead_writeback._noted_meanwhile`)."""
         self.store.put(self.key(entity_id, lead_id), json.dumps(last.as_data(), sort_keys=True))
 
 

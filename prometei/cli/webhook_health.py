@@ -32,10 +32,12 @@ def _origin(value: str | None) -> str | None:
 def status(public_url: str | None, as_json: bool) -> None:
     """List amoCRM's webhook subscriptions and say whether ours is there and enabled.
 
-    Ours is <public URL>/api/webhook?token=<AMOCRM_WEBHOOK_SECRET> (or /api/inngest),
-    subscribed to lead status changes (status_lead). Query values are masked in the output.
-    Exit code 0 when ours is enabled, 1 when it is missing, disabled or cannot be checked,
-    2 on a configuration error. Needs an account administrator's token.
+    Ours is <public URL>/api/webhook?token=<AMOCRM_WEBHOOK_SECRET> (/api/inngest and the old
+    /api/amocrm-webhook with that token deliver too), subscribed to lead status changes
+    (status_lead). TEMPORARY: ours delivers only while AMOCRM_WEBHOOK_SECRET_PREVIOUS or
+    AMOCRM_WEBHOOK_ALLOW_LEGACY_URL stays set (a switch-over). Query values are masked.
+    Exit code 0 when ours delivers (OK or TEMPORARY), 1 when it is missing, disabled, refused
+    or cannot be checked, 2 on a configuration error. Needs an account administrator's token.
 
     \b
     Examples:
@@ -74,7 +76,7 @@ def status(public_url: str | None, as_json: bool) -> None:
         click.echo(mask_values(f"ours: {verdict}: {health.detail}", secrets))
         if health.fix:
             click.echo(mask_values(f"fix: {health.fix}", secrets))
-    sys.exit(EXIT_OK if health.ok else EXIT_FAILED)
+    sys.exit(EXIT_OK if health.delivers else EXIT_FAILED)
 
 
 @click.command("register")
@@ -84,9 +86,11 @@ def register(public_url: str | None) -> None:
 
     Subscribes <public URL>/api/webhook?token=<AMOCRM_WEBHOOK_SECRET> to status_lead
     through amoCRM's webhooks API, unless it is there and enabled already; a subscription
-    amoCRM disabled (after 100 failed deliveries) is enabled again. Running it twice changes
-    nothing. Exit code 0 when ours is enabled afterwards, 1 otherwise, 2 on a configuration
-    error. Needs an account administrator's token.
+    amoCRM disabled (after 100 failed deliveries) is enabled again. While amoCRM posts to a
+    URL the intake accepts only for a switch-over (the old URL, the previous secret), it
+    subscribes the new URL next to it. Running it twice changes nothing. Exit code 0 when
+    ours is enabled afterwards, 1 otherwise, 2 on a configuration error. Needs an account
+    administrator's token.
 
     \b
     Examples:
@@ -111,10 +115,14 @@ def register(public_url: str | None) -> None:
     if after.ok:
         what = "enabled again" if before.state == "disabled" else "registered"
         click.echo(mask_values(f"{what}: {after.detail}", secrets))
-        if before.state == "stale_token" and before.ours is not None:
+        if before.state in ("stale_token", "temporary") and before.ours is not None:
             click.echo(
-                f"the old subscription {before.ours.shown()} still points at the intake with "
-                "another token: delete it in amoCRM (Settings -> Integrations -> Web hooks)"
+                mask_values(
+                    f"the old subscription {before.ours.shown()} still points at the intake: "
+                    "delete it in amoCRM (Settings -> Integrations -> Web hooks)"
+                    + ("; then unset the switch-over setting" if before.delivers else ""),
+                    secrets,
+                )
             )
         sys.exit(EXIT_OK)
     exit_with(

@@ -152,7 +152,8 @@ def build(settings: Settings) -> inngest.Function[Any]:
             inngest.TriggerEvent(event=STATUS_EVENT),
             inngest.TriggerEvent(event=SYNC_EVENT),
         ],
-        # One run per lead at a time: the ERP lookup-then-write is not transactional.
+        # One step per lead at a time (runs of a lead may interleave between steps): the ERP
+        # lookup-then-write inside `create-erp-task` is not transactional.
         concurrency=[inngest.Concurrency(limit=1, key="event.data.lead_id")],
         # Starts at most the budget's runs per second, across every instance (burst 1: no
         # extra runs at once); each instance's limiter keeps the requests themselves exact.

@@ -172,7 +172,9 @@ def run_writebacks(ctx: inngest.ContextSync, output: dict[str, Any]) -> dict[str
         done = _soft_step(
             ctx, "add-sync-note", add_sync_note, lead_id, entity_id, plan["note"], memory
         )
-        output["sync_note"] = "added" if done.get("ok") else "failed"
+        output["sync_note"] = (
+            ("already added" if done.get("already") else "added") if done.get("ok") else "failed"
+        )
         if not done.get("ok"):
             problems.append(f"the note was not added to the lead: {done.get('error')}")
     if problems:
@@ -210,11 +212,33 @@ def add_sync_note(
     last = LastWrite.from_data(memory)
     if last is None:
         return {"ok": False, "error": "nothing remembered to note (no state store)"}
+    if _noted_meanwhile(services, entity_id, lead_id, last):
+        return {"ok": True, "already": True}
     link = record_link(services.settings, entity_id, last.record_id)
     text = sync_note_text("inserted" if kind == "inserted" else "updated", last.record_id, link)
     note_id = services.amocrm.add_lead_note(lead_id, text)
     _remember(services, entity_id, lead_id, replace(last, noted=True))
     return {"ok": True, "note_id": note_id, "text": text}
+
+
+def _noted_meanwhile(services: Services, entity_id: int, lead_id: int, last: LastWrite) -> bool:
+    """Whether another run of this lead has added this write's note since our ERP step.
+
+    Inngest's concurrency key holds one *step* of a lead at a time, not one run: two runs of a
+    lead (a webhook and a backfill) interleave between steps, and both can plan the same note.
+    Steps of a lead never overlap, so reading the memory here, inside the step, is race-free.
+    """
+    memory = _memory(services)
+    try:
+        current = memory.get(entity_id, lead_id) if memory is not None else None
+    except PrometeiError as exc:
+        log.warning("write-back memory of lead %s not read: %s", lead_id, exc.message)
+        return False
+    return (
+        current is not None
+        and current.noted
+        and (current.record_id, current.digest) == (last.record_id, last.digest)
+    )
 
 
 def _soft_step(

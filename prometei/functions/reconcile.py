@@ -36,7 +36,8 @@ def check_webhook() -> dict[str, Any]:
     settings = services.settings
     api = subscriptions.WebhooksAPI(services.amocrm_housekeeping)
     health = subscriptions.check(settings, api)
-    if health.ok or health.state == "not_configured":
+    if health.delivers or health.state == "not_configured":
+        # `temporary` (a switch-over in progress) is the operator's to finish, not ours.
         return health.as_output()
     log.warning("amoCRM webhook: %s; fix: %s", health.detail, health.fix)
     if settings.amocrm_webhook_autorepair and health.state != "unknown":
