@@ -40,9 +40,14 @@ def doctor(offline: bool, as_json: bool) -> None:
 
     \b
     Checks, in order:
-      environment     every variable well-formed, the required ones present
+      environment     every variable well-formed, the required ones present (else one
+                      row per bad variable); a WARN row named after CRM_API_URL (http://),
+                      AMOCRM_WEBHOOK_ALLOW_LEGACY_URL or AMOCRM_API_BASE_URL while risky
       kv              Vercel KV answers and accepts a write with the configured token
       amocrm          the access token is accepted by the configured account
+      amocrm write-back, amocrm erp id field
+                      write-back on only: the token's user may edit leads, and
+                      AMOCRM_ERP_ID_FIELD is a lead field that can hold the record id
       webhook subscription
                       amoCRM lists our webhook (PUBLIC_URL), enabled, for status changes
       erp             Rukovoditel accepts the API key, username and password (login)
@@ -50,8 +55,13 @@ def doctor(offline: bool, as_json: bool) -> None:
                       a write would work and keep every value
       inngest dev server
                       dev mode: the dev server answers where INNGEST_DEV points
-      inngest         event and signing keys present (cloud mode) and of the right form
-      webhook secret  AMOCRM_WEBHOOK_SECRET is set
+      inngest         event and signing keys present (cloud mode) and of the right form;
+                      the serve origin Inngest syncs register
+      webhook secret  AMOCRM_WEBHOOK_SECRET is set (WARN when short, or while
+                      AMOCRM_WEBHOOK_SECRET_PREVIOUS is accepted too)
+
+    With --offline, rows that would contact something are SKIP (the three ERP
+    schema rows as one `erp schema` row).
 
     Secrets are never printed: only whether they are set and how long they are.
     Exit code 0 when nothing failed (warnings and skipped rows are fine), 1 otherwise.

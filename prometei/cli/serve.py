@@ -13,6 +13,9 @@ import click
 def serve(host: str, port: int) -> None:
     """Run /api/inngest, /api/webhook and /api/oauth/callback on one local server.
 
+    The old version's intake URL, /api/amocrm-webhook, is served too (same rules as
+    /api/webhook).
+
     INNGEST_DEV defaults to 1 here, so no Inngest keys are needed. Pair it with the dev server:
 
       npx inngest-cli@latest dev -u http://127.0.0.1:3000/api/inngest
@@ -31,6 +34,6 @@ def serve(host: str, port: int) -> None:
     reset_services()
     app = create_local_app()
     click.echo(f"prometei listening on http://{host}:{port}")
-    for path in ("/api/inngest", "/api/webhook", "/api/oauth/callback"):
+    for path in ("/api/inngest", "/api/webhook", "/api/oauth/callback", "/api/amocrm-webhook"):
         click.echo(f"  http://{host}:{port}{path}")
     app.run(host=host, port=port, debug=False, use_reloader=False, threaded=True)
