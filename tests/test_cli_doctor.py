@@ -13,7 +13,7 @@ import pytest
 import responses
 from click.testing import CliRunner, Result
 
-from prometei.cli.doctor import doctor
+from prometei.cli.doctor import NAME_WIDTH, doctor
 from prometei.config import settings_from_mapping
 from prometei.doctor import (
     check_environment,
@@ -48,7 +48,7 @@ def rows(result: Result) -> dict[str, str]:
     """Check name -> status, read from the table."""
     found: dict[str, str] = {}
     for line in flat(result).splitlines():
-        match = re.match(r"^(\S(?:.*?\S)?)\s{2,}(OK|FAIL|SKIP|WARN)\s", line + " ")
+        match = re.match(r"^(\S(?:.*?\S)?)\s+(OK|FAIL|SKIP|WARN)\s", line + " ")
         if match:
             found[match.group(1)] = match.group(2)
     return found
@@ -532,3 +532,16 @@ def test_main_registers_every_operator_command_with_examples(monkeypatch, capsys
         result = CliRunner().invoke(cli, [*path, "--help"])
         assert result.exit_code == 0
         assert "Example" in result.output, path
+
+
+def test_a_row_named_after_a_long_variable_keeps_the_columns_aligned(set_env):
+    set_env(AMOCRM_WEBHOOK_ALLOW_LEGACY_URL="1")
+    result = invoke("--offline")
+    lines = result.stdout.splitlines()
+    at = lines.index("AMOCRM_WEBHOOK_ALLOW_LEGACY_URL")  # the name alone on its line
+    assert lines[at + 1].startswith(" " * NAME_WIDTH + "WARN")
+    header_status = lines[0].index("STATUS")
+    for line in lines[1:]:
+        match = re.match(r"^(\S.*?)\s+(OK|FAIL|SKIP|WARN)\s", line + " ")
+        if match:
+            assert line.index(match.group(2), len(match.group(1))) == header_status, line

@@ -24,8 +24,14 @@ def _row(check: Check, secrets: list[str]) -> str:
     (it is often a command to copy)."""
     indent = " " * (NAME_WIDTH + STATUS_WIDTH)
     detail = textwrap.wrap(mask_values(check.detail, secrets), DETAIL_WIDTH) or [""]
-    name = f"{check.name:<{NAME_WIDTH - 1}} "
-    lines = [f"{name}{check.status:<{STATUS_WIDTH}}{detail[0]}"]
+    lines = []
+    if len(check.name) >= NAME_WIDTH:
+        # A row named after a long variable: the name alone, so the columns stay aligned.
+        lines.append(check.name)
+        name = " " * NAME_WIDTH
+    else:
+        name = f"{check.name:<{NAME_WIDTH - 1}} "
+    lines.append(f"{name}{check.status:<{STATUS_WIDTH}}{detail[0]}")
     lines += [indent + line for line in detail[1:]]
     if check.fix and check.status in ("FAIL", "WARN"):
         lines.append(f"{indent}fix: {mask_values(check.fix, secrets)}")
