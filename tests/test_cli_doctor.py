@@ -545,3 +545,11 @@ def test_a_row_named_after_a_long_variable_keeps_the_columns_aligned(set_env):
         match = re.match(r"^(\S.*?)\s+(OK|FAIL|SKIP|WARN)\s", line + " ")
         if match:
             assert line.index(match.group(2), len(match.group(1))) == header_status, line
+
+
+def test_offline_rows_have_the_names_they_have_online(set_env):
+    set_env(AMOCRM_SYNC_NOTE="1", AMOCRM_ERP_ID_FIELD="1120001")
+    table = rows(invoke("--offline"))
+    for name in ("erp entity", "erp field map", "erp one record", "amocrm erp id field"):
+        assert table[name] == "SKIP", table
+    assert "erp schema" not in table

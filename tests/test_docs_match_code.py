@@ -18,7 +18,7 @@ from click.testing import CliRunner
 import prometei.functions
 from prometei.cli.doctor import doctor
 from prometei.config import ENV_NAMES, SECRET_FIELDS
-from prometei.doctor import amocrm_writeback, erp_schema
+from prometei.doctor import amocrm_writeback
 from prometei.doctor.runner import STEPS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,11 +130,11 @@ def test_readme_function_table_lists_every_trigger_event() -> None:
 
 
 def _doctor_rows() -> list[str]:
-    expanded = {"erp schema": erp_schema.ROWS, "amocrm write-back": amocrm_writeback.ROWS}
     rows = ["environment"]
     for step in STEPS:
-        rows.extend(expanded.get(step.name, (step.name,)))
-    return rows
+        rows.extend(step.row_names(None))
+    rows.extend(amocrm_writeback.ROWS)  # all of them only with AMOCRM_ERP_ID_FIELD set
+    return list(dict.fromkeys(rows))
 
 
 def test_readme_doctor_table_lists_every_row() -> None:

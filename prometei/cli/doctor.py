@@ -66,8 +66,8 @@ def doctor(offline: bool, as_json: bool) -> None:
       webhook secret  AMOCRM_WEBHOOK_SECRET is set (WARN when short, or while
                       AMOCRM_WEBHOOK_SECRET_PREVIOUS is accepted too)
 
-    With --offline, rows that would contact something are SKIP (the three ERP
-    schema rows as one `erp schema` row).
+    With --offline, rows that would contact something are SKIP, each under its
+    own name.
 
     Secrets are never printed: only whether they are set and how long they are.
     Exit code 0 when nothing failed (warnings and skipped rows are fine), 1 otherwise.

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 from prometei.config import Settings
 from prometei.doctor.amocrm import check_amocrm, check_webhook_subscription
+from prometei.doctor.amocrm_writeback import ROWS as WRITEBACK_ROWS
 from prometei.doctor.amocrm_writeback import check_amocrm_writeback, enabled_settings
 from prometei.doctor.check import Check, fail, skip
 from prometei.doctor.environment import check_environment
 from prometei.doctor.erp import check_erp
+from prometei.doctor.erp_schema import ROWS as ERP_SCHEMA_ROWS
 from prometei.doctor.erp_schema import check_erp_schema
 from prometei.doctor.inngest import check_dev_server, check_inngest
 from prometei.doctor.kv import check_kv
@@ -32,6 +34,16 @@ class Step:
     run: Callable[[Services, Earlier], Check | list[Check]]
     contacts: bool = True  # skipped by --offline
     only_if: Callable[[Settings], bool] | None = None  # no row at all when this is False
+    # The rows the step gives (for skipped rows: named as they are when the step runs).
+    rows: Callable[[Settings | None], tuple[str, ...]] | None = None
+
+    def row_names(self, settings: Settings | None) -> tuple[str, ...]:
+        return self.rows(settings) if self.rows is not None else (self.name,)
+
+
+def _writeback_rows(settings: Settings | None) -> tuple[str, ...]:
+    with_id_field = settings is not None and settings.amocrm_erp_id_field is not None
+    return WRITEBACK_ROWS if with_id_field else WRITEBACK_ROWS[:1]
 
 
 STEPS = (
@@ -41,13 +53,18 @@ STEPS = (
         "amocrm write-back",
         lambda services, earlier: check_amocrm_writeback(services, amocrm=earlier("amocrm")),
         only_if=lambda settings: bool(enabled_settings(settings)),
+        rows=_writeback_rows,
     ),
     Step(
         "webhook subscription",
         lambda services, earlier: check_webhook_subscription(services, amocrm=earlier("amocrm")),
     ),
     Step("erp", lambda services, _: check_erp(services)),
-    Step("erp schema", lambda services, earlier: check_erp_schema(services, login=earlier("erp"))),
+    Step(
+        "erp schema",
+        lambda services, earlier: check_erp_schema(services, login=earlier("erp")),
+        rows=lambda _: ERP_SCHEMA_ROWS,
+    ),
     Step(
         "inngest dev server",
         lambda services, _: check_dev_server(services.settings),
@@ -82,7 +99,8 @@ def run_checks(
     if settings is None:
         for step in STEPS:
             if step.only_if is None:
-                emit(skip(step.name, "not run: the configuration could not be loaded (see above)"))
+                for name in step.row_names(None):
+                    emit(skip(name, "not run: the configuration could not be loaded (see above)"))
         return results
 
     services = Services(settings)
@@ -96,7 +114,8 @@ def run_checks(
         if not step.contacts:
             _emit_all(emit, step.run(services, earlier))
         elif offline:
-            emit(skip(step.name, "not run (--offline)"))
+            for name in step.row_names(settings):
+                emit(skip(name, "not run (--offline)"))
         else:
             try:
                 produced = step.run(services, earlier)
