@@ -46,7 +46,7 @@ browser: $(STAMP)
 # The end-to-end tier against the real Inngest dev server: INNGEST_CLI names its binary or
 # command line; without it `inngest-cli` on PATH, else `npx --yes inngest-cli@latest`.
 e2e: $(STAMP)
-	$(BIN)/python -m pytest -q tests/e2e
+	$(BIN)/python -m pytest -q --durations=8 tests/e2e
 
 # The real-Redis tier (tests/redis): Debian redis-server behind an Upstash-REST shim, many OS
 # processes, faults injected. Installs redis-server with apt-get when it is missing (root).

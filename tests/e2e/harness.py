@@ -660,17 +660,21 @@ class Stack:
             self.proxy.reset()
 
     # ---- talking to the app -------------------------------------------------------------------
-    def webhook(self, form: str, *, path: str = "/api/webhook") -> dict[str, Any]:
-        """POST an amoCRM webhook form (`key=value` lines) with the secret; the JSON answer."""
+    def webhook(
+        self, form: str, *, path: str = "/api/webhook", token: bool = True, status: int = 200
+    ) -> dict[str, Any]:
+        """POST an amoCRM webhook form (`key=value` lines), with the secret unless `token` is
+        False; the JSON answer, once its status is `status`."""
         from tests.fixtures.amocrm_bodies import encode
 
+        query = f"?token={WEBHOOK_SECRET}" if token else ""
         response = requests.post(
-            f"{self.app_url}{path}?token={WEBHOOK_SECRET}",
+            f"{self.app_url}{path}{query}",
             data=encode(form),
             headers={"Content-Type": "application/x-www-form-urlencoded"},
             timeout=10,
         )
-        assert response.status_code == 200, f"{response.status_code}: {response.text}"
+        assert response.status_code == status, f"{response.status_code}: {response.text}"
         answer: dict[str, Any] = response.json()
         return answer
 

@@ -392,3 +392,36 @@ def test_old_deal_run_that_had_written_ends_without_a_second_record(switching: S
     assert run["output"]["status"] == "done_by_previous_version"
     assert run["output"]["record_id"] == record["id"]
     assert len(stack.erp.actions("insert")) == 1
+
+
+def test_the_old_url_left_in_amocrm_is_refused_naming_the_new_one(stack: Stack, lead_id: int):
+    stack.amo.add_lead(lead_id)
+    answer = stack.webhook(
+        status_change_form(lead_id), path="/api/amocrm-webhook", token=False, status=401
+    )
+    assert "/api/webhook?token=" in answer["error"]
+    assert "AMOCRM_WEBHOOK_ALLOW_LEGACY_URL=1" in answer["error"]
+    assert stack.amo.lead_reads(lead_id) == 0 and stack.records_of_lead(lead_id) == []
+
+
+def test_the_old_url_with_the_opt_in_syncs_one_record_with_the_intakes_ids(make_stack, lead_id):
+    """Done-when of the switch-over: amoCRM still posting to the old URL (without and with
+    ?token=) and the new one for the same change gives one run and one record."""
+    stack = make_stack(AMOCRM_WEBHOOK_ALLOW_LEGACY_URL="1")
+    stack.amo.add_lead(lead_id, name="Order #1042", price=15000)
+    form = status_change_form(lead_id)
+
+    tokenless = stack.webhook(form, path="/api/amocrm-webhook", token=False)
+    with_token = stack.webhook(form, path="/api/amocrm-webhook")
+    new_url = stack.webhook(form)
+
+    assert tokenless["event_ids"] == with_token["event_ids"] == new_url["event_ids"]
+    run = stack.api.wait_for_run(tokenless["inngest_ids"][0])
+    assert run["status"] == "Completed" and run["output"]["action"] == "inserted", run
+    # A later event of the lead runs after anything the repeats could have started.
+    [later] = stack.api.send({"name": "amocrm/lead.sync", "data": {"lead_id": lead_id}})
+    assert stack.api.wait_for_run(later)["output"]["action"] == "updated"
+    for repeat in (with_token, new_url):
+        assert stack.api.event_runs(repeat["inngest_ids"][0]) == []
+    [record] = stack.records_of_lead(lead_id)
+    assert record["id"] == run["output"]["record_id"]
