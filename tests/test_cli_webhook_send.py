@@ -49,7 +49,12 @@ def intake():
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         rsps.post(
             INTAKE,
-            json={"accepted": 1, "ignored": 0, "event_ids": ["01JEVENT"]},
+            json={
+                "accepted": 1,
+                "ignored": 0,
+                "event_ids": ["amocrm-lead-25399013-status-142-7012345-1732000000"],
+                "inngest_ids": ["01JEVENT"],
+            },
         )
         yield rsps
 
