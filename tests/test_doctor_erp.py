@@ -7,6 +7,7 @@ live server); amoCRM answers the account and the pipelines.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 import responses
@@ -49,6 +50,14 @@ def invoke() -> Result:
     for secret in TEST_SECRETS.values():
         assert secret not in result.output
     return result
+
+
+def doctor_with_dropdown(set_env: Any, source: str, **env: str) -> Result:
+    """doctor with the dropdown field_1042 filled from `source` (and the name, the lookup
+    field set)."""
+    field_map = f'{{"field_1039": "name", "field_1042": "{source}"}}'
+    set_env(ERP_FIELD_MAP=field_map, ERP_LEAD_ID_FIELD="1041", **env)
+    return invoke()
 
 
 def row(result: Result, name: str) -> tuple[str, str]:
@@ -151,9 +160,7 @@ def test_no_lookup_field_and_no_store_on_vercel_fails(fake, set_env) -> None:
 
 
 def test_trigger_stages_missing_from_a_dropdown_fail_and_are_named(fake, set_env) -> None:
-    set_env(ERP_FIELD_MAP='{"field_1039": "name", "field_1042": "status_name"}')
-    set_env(ERP_LEAD_ID_FIELD="1041")
-    result = invoke()
+    result = doctor_with_dropdown(set_env, "status_name")
     assert result.exit_code == 1, result.output
     status, detail = row(result, "erp field map")
     assert status == "FAIL"
@@ -164,45 +171,39 @@ def test_trigger_stages_missing_from_a_dropdown_fail_and_are_named(fake, set_env
 
 
 def test_only_the_trigger_stages_need_a_choice(fake, set_env) -> None:
-    set_env(ERP_FIELD_MAP='{"field_1039": "name", "field_1042": "status_name"}')
-    set_env(ERP_LEAD_ID_FIELD="1041", AMOCRM_TRIGGER_STATUSES=f"{PIPELINE_ID}:142")
-    result = invoke()
+    result = doctor_with_dropdown(
+        set_env, "status_name", AMOCRM_TRIGGER_STATUSES=f"{PIPELINE_ID}:142"
+    )
     assert result.exit_code == 0, result.output
     assert row(result, "erp field map")[0] == "OK"
 
 
 def test_a_pipeline_name_missing_from_a_dropdown_fails(fake, set_env) -> None:
-    set_env(ERP_FIELD_MAP='{"field_1039": "name", "field_1042": "pipeline_name"}')
-    set_env(ERP_LEAD_ID_FIELD="1041")
-    result = invoke()
+    result = doctor_with_dropdown(set_env, "pipeline_name")
     assert result.exit_code == 1
     assert f"'Продажи' ({PIPELINE_ID})" in row(result, "erp field map")[1]
 
 
 def test_an_inactive_choice_does_not_count_for_a_stage(fake, set_env) -> None:
     fake.entities[70].fields[1042].inactive = (68,)  # "Новая" switched off
-    set_env(ERP_FIELD_MAP='{"field_1039": "name", "field_1042": "status_name"}')
-    set_env(ERP_LEAD_ID_FIELD="1041", AMOCRM_TRIGGER_STATUSES=f"{PIPELINE_ID}:142")
-    result = invoke()
+    result = doctor_with_dropdown(
+        set_env, "status_name", AMOCRM_TRIGGER_STATUSES=f"{PIPELINE_ID}:142"
+    )
     assert result.exit_code == 1
     assert f"'Новая' ({PIPELINE_ID}:142)" in row(result, "erp field map")[1]
 
 
 def test_a_dropdown_without_active_choices_fails(fake, mock, set_env) -> None:
     fake.entities[70].fields[1042].inactive = (68, 69)
-    set_env(ERP_FIELD_MAP='{"field_1039": "name", "field_1042": "cf:66339"}')
-    set_env(ERP_LEAD_ID_FIELD="1041")
     fake_custom_field(mock, 66339, "select", ["Новая"])
-    result = invoke()
+    result = doctor_with_dropdown(set_env, "cf:66339")
     assert result.exit_code == 1
     status, detail = row(result, "erp field map")
     assert status == "FAIL" and "has no active choices: every value would be refused" in detail
 
 
 def test_an_amocrm_id_into_a_dropdown_fails(fake, set_env) -> None:
-    set_env(ERP_FIELD_MAP='{"field_1039": "name", "field_1042": "status_id"}')
-    set_env(ERP_LEAD_ID_FIELD="1041")
-    result = invoke()
+    result = doctor_with_dropdown(set_env, "status_id")
     assert result.exit_code == 1
     status, detail = row(result, "erp field map")
     assert status == "FAIL" and "amoCRM ids are not choice ids" in detail
@@ -211,9 +212,7 @@ def test_an_amocrm_id_into_a_dropdown_fails(fake, set_env) -> None:
 
 def test_names_into_a_dropdown_whose_choices_are_unreadable_fail(fake, set_env) -> None:
     fake.admin = False
-    set_env(ERP_FIELD_MAP='{"field_1039": "name", "field_1042": "status_name"}')
-    set_env(ERP_LEAD_ID_FIELD="1041")
-    result = invoke()
+    result = doctor_with_dropdown(set_env, "status_name")
     assert result.exit_code == 1
     status, detail = row(result, "erp field map")
     assert status == "FAIL" and "administrators only" in detail
@@ -223,10 +222,8 @@ def test_names_into_a_dropdown_whose_choices_are_unreadable_fail(fake, set_env) 
 
 def test_a_custom_field_of_unknown_kind_into_unreadable_choices_warns(fake, mock, set_env) -> None:
     fake.admin = False
-    set_env(ERP_FIELD_MAP='{"field_1039": "name", "field_1042": "cf:66339"}')
-    set_env(ERP_LEAD_ID_FIELD="1041")
     fake_custom_field(mock, 66339, "chained_list")
-    result = invoke()
+    result = doctor_with_dropdown(set_env, "cf:66339")
     assert result.exit_code == 0, result.output
     status, detail = row(result, "erp field map")
     assert status == "WARN" and "choice ids go unchecked" in detail
