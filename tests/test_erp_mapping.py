@@ -10,10 +10,17 @@ import pytest
 import responses
 
 from prometei.amocrm.enrich import PipelineNames, contact_details, enrich
-from prometei.amocrm.models import LEAD_SOURCES, LeadSnapshot, origins_needed
+from prometei.amocrm.models import (
+    LEAD_SOURCES,
+    LeadSnapshot,
+    custom_field_kind,
+    origins_needed,
+    source_of,
+)
 from prometei.config import DEFAULT_FIELD_MAP, LEAD_ATTRIBUTES
 from prometei.erp.mapping import lead_values
-from prometei.erp.values import text_of
+from prometei.erp.schema import ErpField, parse_choices
+from prometei.erp.values import ValueProblem, choice_id, compatibility, text_of
 from tests.conftest import AMO_BASE
 from tests.fixtures.amocrm_api import pipelines_body
 
@@ -86,6 +93,55 @@ def test_origins_needed_follows_the_map() -> None:
     assert origins_needed(
         {"field_1": "company_name", "field_2": "status_name", "field_3": "contact_name"}
     ) == {"company", "pipelines", "contact"}
+
+
+@pytest.mark.parametrize(
+    ("amo_type", "kind"),
+    [
+        ("numeric", "number"),
+        ("price", "number"),
+        ("date", "timestamp"),
+        ("date_time", "timestamp"),
+        ("birthday", "timestamp"),
+        ("select", "text"),
+        ("text", "text"),
+        ("legal_entity", "any"),
+    ],
+)
+def test_an_amocrm_custom_field_type_says_what_kind_of_value_it_gives(amo_type, kind) -> None:
+    assert custom_field_kind(amo_type) == kind
+
+
+DROPDOWN = ErpField(1042, "fieldtype_dropdown", "Статус")
+
+
+@pytest.mark.parametrize("source", ["status_id", "pipeline_id", "responsible_user_id"])
+def test_an_amocrm_id_cannot_fill_a_dropdown(source) -> None:
+    found = source_of(source)
+    assert found is not None
+    problem = compatibility(DROPDOWN, found.kind)
+    assert problem is not None and "amoCRM ids are not choice ids" in problem
+
+
+def choice(cid: int, name: str, active: Any) -> dict[str, Any]:
+    row = {"id": str(cid), "parent_id": "0", "fields_id": "1042", "name": name, "level": 0}
+    return row if active is None else {**row, "is_active": active}
+
+
+@pytest.mark.parametrize("inactive", ["0", 0, False])
+def test_an_inactive_choice_is_refused_like_an_unknown_one(inactive) -> None:
+    choices = parse_choices([choice(68, "Новая", inactive), choice(69, "В работе", "1")])  # noqa: RUF001
+    assert [c.id for c in choices] == ["69"]
+    for given in ("Новая", "68"):
+        with pytest.raises(ValueProblem) as caught:
+            choice_id(given, DROPDOWN, choices)
+        assert f'{given!r} is not a choice; valid: 69 "В работе"' in str(caught.value)  # noqa: RUF001
+    assert choice_id("в работе", DROPDOWN, choices) == "69"
+
+
+def test_a_choice_without_is_active_counts_as_active() -> None:
+    choices = parse_choices([choice(68, "Новая", None), choice(69, "В работе", True)])  # noqa: RUF001
+    assert [c.id for c in choices] == ["68", "69"]
 
 
 # ---- enrichment ---------------------------------------------------------------------------

@@ -382,12 +382,29 @@ def test_dropdown_takes_a_choice_id_or_its_label(fake, given, stored) -> None:
     assert fake.shown(70, fake.rows[70][0])["1042"] == "В работе"  # noqa: RUF001
 
 
-@pytest.mark.parametrize(("kind", "given"), [("text", "Won"), ("id", 142)])
-def test_an_unknown_choice_is_refused_listing_the_valid_ones(fake, kind, given) -> None:
+def test_an_unknown_choice_is_refused_listing_the_valid_ones(fake) -> None:
     with pytest.raises(InputError) as caught:
-        write(writer_for(fake), None, field_1039=("text", "x"), field_1042=(kind, given))
-    assert f"{str(given)!r} is not a choice" in caught.value.message
+        write(writer_for(fake), None, field_1039=("text", "x"), field_1042=("text", "Won"))
+    assert "'Won' is not a choice" in caught.value.message
     assert '68 "Новая"' in caught.value.message and '69 "В работе"' in caught.value.message  # noqa: RUF001
+    assert fake.actions("insert") == []
+
+
+@pytest.mark.parametrize("given", ["Новая", "68"])
+def test_an_inactive_choice_is_refused_listing_the_active_ones(fake, given) -> None:
+    fake.entities[70].fields[1042].inactive = (68,)
+    with pytest.raises(InputError) as caught:
+        write(writer_for(fake), None, field_1039=("text", "x"), field_1042=("text", given))
+    assert f'{given!r} is not a choice; valid: 69 "В работе"' in caught.value.message  # noqa: RUF001
+    assert '"Новая"' not in caught.value.message.split("valid:")[1]
+    assert fake.actions("insert") == []
+
+
+def test_an_amocrm_id_is_refused_by_a_dropdown_even_when_choices_are_unreadable(fake) -> None:
+    fake.admin = False  # before: the id went in unchecked and was stored as a wrong choice
+    with pytest.raises(ConfigError) as caught:
+        write(writer_for(fake), None, field_1039=("text", "x"), field_1042=("id", 142))
+    assert "amoCRM ids are not choice ids" in caught.value.message
     assert fake.actions("insert") == []
 
 
@@ -446,6 +463,79 @@ def test_a_remembered_record_deleted_in_the_erp_is_inserted_again(fake, store) -
     second = write(writer, identity)
     assert second.action == "inserted" and second.record_id != first.record_id
     assert store.get("erp:record:70:lead:7") == json.dumps({"id": second.record_id})
+
+
+class CountingStore(FileStateStore):
+    """A file store that counts reads, and can be told to fail them."""
+
+    def __init__(self, path: Any) -> None:
+        super().__init__(path)
+        self.reads = 0
+        self.broken = False
+
+    def get(self, key: str) -> str | None:
+        self.reads += 1
+        if self.broken:
+            raise UpstreamUnavailable("kv", "KV is down")
+        return super().get(key)
+
+
+@pytest.fixture
+def counting(tmp_path: Any) -> CountingStore:
+    return CountingStore(tmp_path / "counted")
+
+
+def test_setting_the_lookup_field_updates_the_record_memory_mode_wrote(fake, counting) -> None:
+    first = write(writer_for(fake, counting), RecordIdentity("lead", LEAD))
+    assert "field_1041" not in fake.rows[70][0]
+    switched = writer_for(fake, counting)
+    calls = len(fake.calls)
+
+    result = write(switched, RecordIdentity("lead", LEAD, LOOKUP))
+
+    assert (result.action, result.record_id) == ("updated", first.record_id)
+    assert len(fake.rows[70]) == 1 and fake.rows[70][0]["field_1041"] == LEAD
+    actions = [c["action"] for c in fake.calls[calls:] if c["action"] != "get_entity_fields"]
+    assert actions == ["select", "update"]
+    # From now on the lookup finds it: the store is not read again.
+    reads = counting.reads
+    assert write(switched, RecordIdentity("lead", LEAD, LOOKUP)).record_id == first.record_id
+    assert counting.reads == reads and len(fake.rows[70]) == 1
+
+
+def test_unsetting_the_lookup_field_updates_the_record_the_lookup_wrote(fake, store) -> None:
+    first = write(writer_for(fake, store), RecordIdentity("lead", LEAD, LOOKUP))
+    assert first.action == "inserted"
+
+    result = write(writer_for(fake, store), RecordIdentity("lead", LEAD))
+
+    assert (result.action, result.record_id) == ("updated", first.record_id)
+    assert len(fake.rows[70]) == 1
+
+
+def test_with_the_lookup_field_a_found_record_costs_no_store_read(fake, counting) -> None:
+    writer = writer_for(fake, counting)
+    write(writer, RecordIdentity("lead", LEAD, LOOKUP))
+    reads = counting.reads
+    for _ in range(3):
+        assert write(writer, RecordIdentity("lead", LEAD, LOOKUP)).action == "updated"
+    assert counting.reads == reads == 1
+
+
+def test_a_remembered_record_gone_from_the_erp_is_inserted_with_the_lookup_field(
+    fake, store
+) -> None:
+    write(writer_for(fake, store), RecordIdentity("lead", LEAD))
+    fake.rows[70].clear()
+    result = write(writer_for(fake, store), RecordIdentity("lead", LEAD, LOOKUP))
+    assert result.action == "inserted" and fake.rows[70][0]["field_1041"] == LEAD
+    assert store.get(f"erp:record:70:lead:{LEAD}") == json.dumps({"id": result.record_id})
+
+
+def test_an_unreadable_store_does_not_stop_a_write_with_the_lookup_field(fake, counting) -> None:
+    counting.broken = True
+    result = write(writer_for(fake, counting), RecordIdentity("lead", LEAD, LOOKUP))
+    assert result.action == "inserted" and len(fake.rows[70]) == 1
 
 
 def test_a_record_id_that_cannot_be_remembered_is_reported_not_retried(fake) -> None:

@@ -301,10 +301,11 @@ def test_switching_the_lookup_field_on_counts_as_a_change(app_client, amo, erp, 
 
     run = run_function(app_client, FN, sync_event())
 
-    # Not skipped as "unchanged": the lead id must reach the ERP. (That the record written
-    # before has no lead id, so the lookup inserts a second one, is README "Exactly one record".)
-    assert run.output["action"] != "unchanged"
-    assert erp.rows[70][-1]["field_1041"] == str(LEAD_ID)
+    # Not skipped as "unchanged": the lead id must reach the ERP. The record written before
+    # (remembered in the state store) is the one that gets it: still one record per lead.
+    assert run.output["action"] == "updated"
+    assert len(erp.rows[70]) == 1
+    assert erp.rows[70][0]["field_1041"] == str(LEAD_ID)
 
 
 def test_unreadable_memory_counts_as_nothing_remembered(app_client, amo, erp, writeback) -> None:

@@ -53,6 +53,23 @@ LEAD_SOURCES: dict[str, LeadSource] = {
 CUSTOM_SOURCE = LeadSource("any")
 
 
+# amoCRM custom field types (`type` of GET /api/v4/leads/custom_fields/{id}, reference
+# amocrm.md 3.3) -> the kind of value a lead gives for them. Other types (address, legal
+# entity, items, files...) give "any": nothing is known about their text.
+CUSTOM_FIELD_KINDS: dict[str, SourceKind] = {
+    **dict.fromkeys(
+        ("text", "textarea", "url", "select", "radiobutton", "multiselect", "checkbox"), "text"
+    ),
+    **dict.fromkeys(("numeric", "price", "monetary"), "number"),
+    **dict.fromkeys(("date", "date_time", "birthday"), "timestamp"),
+}
+
+
+def custom_field_kind(field_type: str) -> SourceKind:
+    """The kind of value an amoCRM custom field of `field_type` gives ("any" when unknown)."""
+    return CUSTOM_FIELD_KINDS.get(field_type, "any")
+
+
 def source_of(name: str) -> LeadSource | None:
     """The catalogue entry for an ERP_FIELD_MAP value (`name`, `cf:66339`...), or None."""
     if name.startswith("cf:") and name[3:].isdigit():

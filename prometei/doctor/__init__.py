@@ -18,8 +18,10 @@ system, in the order `run_checks()` (`runner`) emits their rows:
     erp           Rukovoditel accepts the API key, username and password (`login` action)
     erp entity, erp field map, erp one record
                   the entity exists; ERP_FIELD_MAP's fields exist, are writable and fit their
-                  sources, required fields are filled; ERP_LEAD_ID_FIELD is a text field, or
-                  where lead -> record ids are remembered (`erp_schema`)
+                  sources (amoCRM's custom field types and stage names included: missing
+                  dropdown choices fail), required fields are filled; ERP_LEAD_ID_FIELD is a
+                  text field, or where lead -> record ids are remembered (`erp_schema`,
+                  `erp_field_map`, `erp_sources`)
     inngest dev server
                   dev mode only: the dev server answers where INNGEST_DEV points (`inngest`)
     inngest       event and signing keys present (cloud mode) and of the right form, and the

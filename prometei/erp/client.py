@@ -190,8 +190,9 @@ class ERPClient:
         )
 
     def field_choices(self, entity_id: int, field_id: int) -> list[dict[str, Any]]:
-        """`get_field_choices`: the active choices of a dropdown/radio field as a flat tree
-        (`id`, `name`, `parent_id`, `level`); [] for other field types. Administrators only:
+        """`get_field_choices`: the choices of a dropdown/radio field as a flat tree (`id`,
+        `name`, `parent_id`, `level`, `is_active`: inactive ones are listed too); [] for
+        other field types. Administrators only:
         for other users Rukovoditel 3.6 answers an empty HTTP 500 (access_denied)."""
         data = self._call("get_field_choices", entity_id=entity_id, field_id=field_id)
         if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):

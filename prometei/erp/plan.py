@@ -71,8 +71,7 @@ def target_problem(schema: EntitySchema, value: SourceValue) -> tuple[ErpField |
         return target, f"{target.describe()} is filled by Rukovoditel itself"
     if target.kind == FieldKind.OTHER:
         return target, f"{target.describe()} is not supported; prometei writes {SUPPORTED_KINDS}"
-    problem, _ = compatibility(target, value.kind)
-    return target, problem
+    return target, compatibility(target, value.kind)
 
 
 def plan_items(

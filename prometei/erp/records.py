@@ -7,7 +7,10 @@ record. It reads the entity's schema (cached), checks and converts every value
 - **lookup field** (`identity.lookup_field_id`, i.e. ERP_LEAD_ID_FIELD): select by the id
   stored in that text field, then update the record found or insert one carrying the id.
   Survives everything, including an insert whose answer was lost (the retry finds it) and a
-  lost store. 2 ERP requests per lead.
+  lost store. 2 ERP requests per lead. Only when the select finds nothing (an insert is due)
+  is the store read: a record remembered for the lead (written in memory mode, before the
+  field was set) is updated instead, which writes the id into it; a record inserted here is
+  remembered, so switching either way between the modes keeps one record.
 - **record memory** (no lookup field): the state store (KV, or state.json locally) remembers
   lead -> ERP record id; it is read before the write and written right after the insert, so
   resyncs, replays and backfills update. An insert whose answer is lost (the ERP wrote it,
@@ -144,7 +147,7 @@ class RecordWriter:
         if identity is None:
             result = self._insert_new(job)
         elif identity.lookup_field_id is not None:
-            result = self._by_lookup(job, identity.lookup_field_id, identity.value)
+            result = self._by_lookup(job, identity, identity.lookup_field_id)
         else:
             store = self._store_for(identity, entity_id)
             result = (
@@ -197,17 +200,34 @@ class RecordWriter:
         return None if schema is None else self.schemas.choices(schema, target.id)
 
     # ---- the two ways to find the record ------------------------------------------------
-    def _by_lookup(self, job: _Job, field_id: int, value: str) -> WriteResult:
+    def _by_lookup(self, job: _Job, identity: RecordIdentity, field_id: int) -> WriteResult:
+        value = identity.value
         found = self._lookup(job.entity_id, field_id, value)
         if found:
             return self._update_found(job, found, field_id)
-        check_required(job.schema, job.plan, job.values, what=job.what)
-        inserted = self.client.insert(job.entity_id, job.plan.items)
-        if inserted.ids:
-            return job.result("inserted", inserted.ids[0])
-        if not inserted.skipped_as_duplicate:
-            raise self.client.answers.protocol("insert", "the answer has no record id")
-        # The lookup field is unique and someone wrote the record since our lookup.
+        # No record carries the id yet. One remembered for this lead (written before
+        # ERP_LEAD_ID_FIELD was set) is its record: updating it writes the id, so switching
+        # modes never makes a second record. The store is read only here, before an insert.
+        store = self._optional_store()
+        key = identity.memory_key(job.entity_id)
+        record_id = _recall(store, key) if store is not None else None
+        if record_id is not None:
+            updated = self._update_remembered(job, identity, record_id)
+            if updated is not None:
+                return updated
+        result = self._insert_new(
+            job, if_skipped=lambda inserted: self._find_after_skip(job, inserted, field_id, value)
+        )
+        if store is not None:
+            # Remembered too, so a later switch back to memory mode finds the record.
+            _remember(store, key, result.record_id)
+        return result
+
+    def _find_after_skip(
+        self, job: _Job, inserted: InsertResult, field_id: int, value: str
+    ) -> WriteResult:
+        """The insert was skipped as a duplicate: the lookup field is unique and someone
+        wrote the record since our lookup, so look again and update it."""
         found = self._lookup(job.entity_id, field_id, value)
         if not found:
             raise UpstreamRejected(
@@ -222,18 +242,9 @@ class RecordWriter:
         key = identity.memory_key(job.entity_id)
         record_id = _remembered(store.get(key))
         if record_id is not None:
-            if not job.plan.items:
-                return job.result("updated", record_id)
-            by: dict[str, str | int] = {"id": int(record_id)}
-            if record_id in self.client.update(job.entity_id, by=by, data=job.plan.items):
-                return job.result("updated", record_id)
-            log.warning(
-                "ERP record %s of entity %s (remembered for %s %s) is gone; inserting a new one",
-                record_id,
-                job.entity_id,
-                identity.kind,
-                identity.value,
-            )
+            updated = self._update_remembered(job, identity, record_id)
+            if updated is not None:
+                return updated
         result = self._insert_new(job)
         problem = _remember(store, key, result.record_id)
         if problem is None:
@@ -249,6 +260,31 @@ class RecordWriter:
             ],
         )
 
+    def _update_remembered(
+        self, job: _Job, identity: RecordIdentity, record_id: str
+    ) -> WriteResult | None:
+        """Update the record remembered for `identity`; None when it is gone from the ERP."""
+        if not job.plan.items:
+            return job.result("updated", record_id)
+        by: dict[str, str | int] = {"id": int(record_id)}
+        if record_id in self.client.update(job.entity_id, by=by, data=job.plan.items):
+            return job.result("updated", record_id)
+        log.warning(
+            "ERP record %s of entity %s (remembered for %s %s) is gone; inserting a new one",
+            record_id,
+            job.entity_id,
+            identity.kind,
+            identity.value,
+        )
+        return None
+
+    def _optional_store(self) -> StateStore | None:
+        """The state store when there is one (the lookup field does not need it)."""
+        try:
+            return self._memory()
+        except ConfigError:
+            return None
+
     def _store_for(self, identity: RecordIdentity, entity_id: int) -> StateStore | None:
         try:
             return self._memory()
@@ -263,14 +299,20 @@ class RecordWriter:
             ) from None
 
     # ---- single steps ---------------------------------------------------------------------
-    def _insert_new(self, job: _Job) -> WriteResult:
+    def _insert_new(
+        self, job: _Job, *, if_skipped: Callable[[InsertResult], WriteResult] | None = None
+    ) -> WriteResult:
+        """Insert the record; an insert skipped on a unique field goes to `if_skipped`
+        (without one, it is an error naming the clash)."""
         check_required(job.schema, job.plan, job.values, what=job.what)
         inserted = self.client.insert(job.entity_id, job.plan.items)
         if inserted.ids:
             return job.result("inserted", inserted.ids[0])
-        if inserted.skipped_as_duplicate:
+        if not inserted.skipped_as_duplicate:
+            raise self.client.answers.protocol("insert", "the answer has no record id")
+        if if_skipped is None:
             raise _unique_clash(job.entity_id, inserted)
-        raise self.client.answers.protocol("insert", "the answer has no record id")
+        return if_skipped(inserted)
 
     def _lookup(self, entity_id: int, field_id: int, value: str) -> list[str]:
         """Ids (ascending) of the records whose field `field_id` equals `value`."""
@@ -345,6 +387,16 @@ def _remembered(raw: str | None) -> str | None:
         return None
     record_id = str(value.get("id", "")) if isinstance(value, dict) else ""
     return record_id if record_id.isdigit() else None
+
+
+def _recall(store: StateStore, key: str) -> str | None:
+    """The remembered record id, or None, also when the store cannot be read: with a lookup
+    field the memory only bridges a switch of modes, so it must not stop a write."""
+    try:
+        return _remembered(store.get(key))
+    except PrometeiError as exc:
+        log.warning("could not read the ERP record remembered under %s: %s", key, exc.message)
+        return None
 
 
 def _remember(store: StateStore, key: str, record_id: str) -> str | None:

@@ -194,11 +194,18 @@ def parse_entity_fields(entity_id: int, data: Mapping[str, Any]) -> EntitySchema
 
 
 def parse_choices(data: Iterable[Mapping[str, Any]]) -> tuple[Choice, ...]:
+    """`get_field_choices` data -> the *active* choices. Rukovoditel lists inactive ones too
+    (`is_active` "0": hidden from its forms), so a value naming one is refused like an
+    unknown choice. A row without `is_active` counts as active."""
     return tuple(
         Choice(id=str(item["id"]), name=str(item.get("name") or ""), level=_int(item.get("level")))
         for item in data
-        if str(item.get("id", "")).isdigit()
+        if str(item.get("id", "")).isdigit() and _active(item.get("is_active"))
     )
+
+
+def _active(flag: Any) -> bool:
+    return str(flag).strip().lower() not in ("0", "false")
 
 
 def _configuration(raw: Any) -> dict[str, Any]:

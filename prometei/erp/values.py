@@ -68,28 +68,29 @@ class SourceValue:
         return False
 
 
-def compatibility(field: ErpField, kind: SourceKind) -> tuple[str | None, str | None]:
-    """(problem, warning) for writing a `kind` source into `field`, before any value is seen."""
+def compatibility(field: ErpField, kind: SourceKind) -> str | None:
+    """What is wrong with writing a `kind` source into `field`, before any value is seen."""
     target = field.kind
     if target in (FieldKind.TEXT, FieldKind.TEXTAREA) or kind == "any":
-        return None, None
+        return None
     if target == FieldKind.NUMERIC and kind not in ("number", "id"):
-        return f"a {kind} source cannot fill numeric {field.describe()}", None
+        return f"a {kind} source cannot fill numeric {field.describe()}"
     if target in (FieldKind.DATE, FieldKind.DATETIME) and kind != "timestamp":
         return (
             f"a {kind} source cannot fill {target.value} {field.describe()}; map a date "
-            "(created_at, updated_at, closed_at or a date custom field)",
-            None,
+            "(created_at, updated_at, closed_at or a date custom field)"
         )
     if target == FieldKind.CHOICE:
         if kind == "id":
-            return None, (
+            # An amoCRM id is refused as an unknown choice, or (when the choices cannot be
+            # read, or an id happens to match) stored as the wrong choice with success.
+            return (
                 f"amoCRM ids are not choice ids of {field.describe()}; map a name "
                 "(status_name, pipeline_name) to have it translated to a choice"
             )
         if kind != "text":
-            return f"a {kind} source cannot fill {field.describe()}", None
-    return None, None
+            return f"a {kind} source cannot fill {field.describe()}"
+    return None
 
 
 def convert(

@@ -14,8 +14,9 @@ heading flags, dropdown choices), and answers the way the live 3.6.2 server does
   `<id>_db_value` (#22), dates as m/d/Y (T10); an unknown entity is an `<app_db_error>` (#26);
 - `update` ignores unknown `data` keys and answers success (#34, T8), wants `field_N` or `id` in
   `update_by_field` (#32, #33), skips the unique check (U5);
-- `get_entity_fields` / `get_field_choices` (T1-T6); choices are for administrators only (an
-  empty 500 for other users, #42); `legacy=True` is an Extension before 3.4 (no such actions).
+- `get_entity_fields` / `get_field_choices` (T1-T6; inactive choices listed too, with
+  `is_active` "0"); choices are for administrators only (an empty 500 for other users, #42);
+  `legacy=True` is an Extension before 3.4 (no such actions).
 
 `fail_next(...)` queues faults for the next matching calls. Credentials are not checked.
 """
@@ -53,6 +54,7 @@ class FakeField:
     heading: bool = False
     unique: bool = False
     choices: list[tuple[int, str]] = field(default_factory=list)
+    inactive: tuple[int, ...] = ()  # choice ids switched off (listed with is_active "0")
     configuration: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -333,7 +335,7 @@ class FakeRukovoditel:
                     "id": str(cid),
                     "parent_id": "0",
                     "fields_id": str(fid),
-                    "is_active": "1",
+                    "is_active": "0" if cid in found.inactive else "1",
                     "name": name,
                     "is_default": "0",
                     "sort_order": str(n),
