@@ -264,6 +264,149 @@ def test_a_replayed_step_call_runs_once(app_client, amo_lead, monkeypatch):
     assert len(amo_lead.calls) == 1
 
 
+# ---- the signature itself: checked over the raw bytes before the SDK parses them ------------
+
+
+@pytest.fixture
+def sdk_calls(monkeypatch) -> list[str]:
+    """Names of the SDK's signature check and JSON canonicaliser, each time it is called.
+
+    Both are looked up on their modules when called, so wrapping them there sees every call
+    the SDK makes; the originals still run."""
+    from inngest._internal import net, transforms
+
+    calls: list[str] = []
+
+    def recording(name: str, original: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(
+        net, "validate_request_sig", recording("validate_request_sig", net.validate_request_sig)
+    )
+    monkeypatch.setattr(
+        transforms, "canonicalize", recording("canonicalize", transforms.canonicalize)
+    )
+    return calls
+
+
+def forged_header(how: str, body: Any) -> str:
+    """A header with a current `t` whose `s` does not sign `body` under a configured key."""
+    other = {**body, "ctx": {**body["ctx"], "run_id": "01SOMEOTHERRUN"}}
+    if how == "primary-key-other-body":
+        return sign(other, TEST_SIGNING_KEY)[1]
+    if how == "fallback-key-other-body":
+        return sign(other, FALLBACK_KEY)[1]
+    if how == "unknown-key":
+        return sign(body, "signkey-test-" + "00" * 32)[1]
+    if how == "non-ascii":  # compare_digest raises on non-ASCII str; must still be a 401
+        return f"t={int(time.time())}&s=\u00e9" + "0" * 63
+    return f"t={int(time.time())}&s=" + "ab" * 32
+
+
+FORGERIES = [
+    "garbage",
+    "primary-key-other-body",
+    "fallback-key-other-body",
+    "unknown-key",
+    "non-ascii",
+]
+
+
+@pytest.mark.parametrize("how", FORGERIES)
+def test_a_forged_signature_with_a_current_timestamp_never_reaches_the_sdk(
+    set_env, amo_lead, sdk_calls, how
+):
+    client = client_for(set_env, INNGEST_SIGNING_KEY_FALLBACK=FALLBACK_KEY)
+    body = first_call()
+    response = post_signed(client, jsonable(body), forged_header(how, body))
+    assert response.status_code == 401
+    message = response.get_json()["error"]
+    assert "does not match the request body" in message
+    assert "INNGEST_SIGNING_KEY_FALLBACK" in message
+    assert sdk_calls == []
+    assert len(amo_lead.calls) == 0
+
+
+def test_a_forged_4_mib_body_is_read_but_never_parsed(set_env, sdk_calls):
+    client = client_for(set_env, INNGEST_SIGNING_KEY_FALLBACK=FALLBACK_KEY)
+    body = b'{"event": {"data": "' + b"x" * (4 * 1024 * 1024) + b'"}}'
+    stream = CountingInput(body)
+    response = client.post(
+        f"/api/inngest?fnId={APP_ID}-{FN}&stepId=step",
+        input_stream=stream,
+        headers={
+            "Content-Type": "application/json",
+            "X-Inngest-Signature": f"t={int(time.time())}&s=" + "ab" * 32,
+        },
+        environ_overrides={"CONTENT_LENGTH": str(len(body))},
+    )
+    assert response.status_code == 401
+    assert stream.bytes_read == len(body)  # the HMAC needs the bytes...
+    assert sdk_calls == []  # ...but nothing parsed or canonicalised them
+
+
+@pytest.mark.parametrize("key", [TEST_SIGNING_KEY, FALLBACK_KEY], ids=["primary", "fallback"])
+def test_a_correctly_signed_request_still_gets_the_sdks_own_check(
+    set_env, amo_lead, sdk_calls, key
+):
+    client = client_for(set_env, INNGEST_SIGNING_KEY_FALLBACK=FALLBACK_KEY)
+    raw, signature = sign(first_call(), key)
+    response = post_signed(client, raw, signature)
+    assert response.status_code == 206, response.get_data(as_text=True)
+    assert sdk_calls[:2] == ["validate_request_sig", "canonicalize"]  # defence in depth
+    assert len(amo_lead.calls) == 1
+
+
+def test_the_fallback_key_signs_nothing_when_it_is_not_configured(app_client, amo_lead):
+    raw, signature = sign(first_call(), FALLBACK_KEY)
+    response = post_signed(app_client, raw, signature)
+    assert response.status_code == 401
+    assert "does not match the request body" in response.get_json()["error"]
+    assert len(amo_lead.calls) == 0
+
+
+def test_the_signature_covers_the_bytes_sent_not_their_canonical_form(app_client, amo_lead):
+    """Inngest signs exactly the (JCS) bytes it sends; a signature over the canonical form of
+    other bytes - the same JSON spaced differently - is a different message here, though the
+    SDK alone would accept it."""
+    body = first_call()
+    _, signature = sign(body)
+    response = post_signed(app_client, json.dumps(body, indent=2).encode(), signature)
+    assert response.status_code == 401
+    assert len(amo_lead.calls) == 0
+
+
+def test_a_signature_header_without_s_is_refused(app_client, amo_lead, sdk_calls):
+    response = post_signed(app_client, jsonable(first_call()), f"t={int(time.time())}")
+    assert response.status_code == 401
+    assert "no signature (s=)" in response.get_json()["error"]
+    assert sdk_calls == []
+
+
+def test_a_forged_sync_is_a_401_before_the_missing_origin_is_mentioned(register, app_client):
+    forged = f"t={int(time.time())}&s=" + "ab" * 32
+    response = app_client.put(
+        "/api/inngest", headers={"Host": "evil.example", "X-Inngest-Signature": forged}
+    )
+    assert response.status_code == 401
+    assert "INNGEST_SERVE_ORIGIN" not in response.get_json()["error"]
+    assert register.bodies == []
+
+
+def test_hmac_key_drops_the_signkey_prefix_and_keeps_the_hex_as_text():
+    from inngest._internal.transforms import remove_signing_key_prefix
+
+    from prometei.web.executor import hmac_key
+
+    for key in (TEST_SIGNING_KEY, FALLBACK_KEY, "signkey-prod-abc123", "no-prefix-key"):
+        assert hmac_key(key) == remove_signing_key_prefix(key).encode()
+    assert hmac_key("signkey-branch-" + "5d" * 32) == b"5d" * 32
+
+
 # ---- the body: never read unsigned, bounded, whole ------------------------------------------
 
 
