@@ -23,7 +23,7 @@ import requests
 import responses
 
 from bench import Section, Table, verdict
-from bench.economy import BASE_ENV, ERP_URL, EventBus, inngest_client, project_env
+from bench.economy import BASE_ENV, ERP_CREDENTIALS, ERP_URL, EventBus, inngest_client, project_env
 
 DEALS = 1000
 FAILING = 500  # 1-based position of the deal that fails
@@ -66,7 +66,7 @@ def one_batch(label: str, fault: str | None = None, *, lookup_field: bool = Fals
         project_env(env),
         responses.RequestsMock(assert_all_requests_are_fired=False) as mock,
     ):
-        erp = FakeRukovoditel(ERP_URL).install(mock)
+        erp = FakeRukovoditel(ERP_URL, **ERP_CREDENTIALS).install(mock)
         bus = EventBus().install(mock)
         failing = _deal_name(FAILING)
 

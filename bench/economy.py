@@ -69,6 +69,12 @@ BASE_ENV = {
     "CRM_API_PASSWORD": "bench-erp-password",
     "PROMETEI_LOG_LEVEL": "ERROR",
 }
+# What the fake Rukovoditel accepts: it checks the credentials it was built with.
+ERP_CREDENTIALS = {
+    "key": BASE_ENV["CRM_API_KEY"],
+    "username": BASE_ENV["CRM_API_USERNAME"],
+    "password": BASE_ENV["CRM_API_PASSWORD"],
+}
 KV_READS = {"GET", "HGET", "HMGET", "HGETALL", "MGET", "EXISTS", "TTL", "PTTL"}
 
 
@@ -246,7 +252,7 @@ def one_webhook(
             shim.commands.clear()
         with project_env(env), responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
             mock.add_passthru("http://127.0.0.1")
-            erp = FakeRukovoditel(ERP_URL).install(mock)
+            erp = FakeRukovoditel(ERP_URL, **ERP_CREDENTIALS).install(mock)
             bus = EventBus().install(mock)
             if warm_schema:
                 from prometei.services import get_services
@@ -368,7 +374,7 @@ def writeback_life(env_extra: dict[str, str], label: str, kinds: int) -> list[Wr
         KVTokenStore(KVClient(shim.url, shim.token)).write(_token_record(expired=False))
         with project_env(env), responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
             mock.add_passthru("http://127.0.0.1")
-            erp = FakeRukovoditel(ERP_URL).install(mock)
+            erp = FakeRukovoditel(ERP_URL, **ERP_CREDENTIALS).install(mock)
             bus = EventBus().install(mock)
             amo = FakeAmoCRM(access_tokens=("bench-access-0",))
             amo.install(mock, AMO_BASE)

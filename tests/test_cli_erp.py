@@ -22,7 +22,7 @@ def test_fields_of_erp_entity_id_with_types_choices_and_map_sources(erp, set_env
     result = invoke()
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == "Entity 70 (ERP_ENTITY_ID): 9 fields"
+    assert lines[0] == "Entity 70 (ERP_ENTITY_ID): 10 fields"
     by_id = {line.split()[0]: line for line in lines if line[:4].isdigit()}
     assert "input_numeric" in by_id["1040"] and "<- price" in by_id["1040"]
     assert "Название *" in by_id["1039"] and "<- name" in by_id["1039"]

@@ -80,7 +80,7 @@ def test_a_good_setup_with_the_lookup_field_is_ready(fake, set_env) -> None:
     assert result.exit_code == 0, result.output
     assert row(result, "erp entity") == (
         "OK",
-        'entity 70: 9 fields, 4 writable, heading field_1039 "Название" (input)',
+        'entity 70: 10 fields, 4 writable, heading field_1039 "Название" (input)',
     )
     assert row(result, "erp field map")[0] == "OK"
     assert row(result, "erp one record") == (

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import ERP_URL, TEST_SECRETS
+from tests.conftest import BASE_ENV, ERP_URL, TEST_SECRETS
 from tests.support.executor import Run, make_event, run_function
 
 FN = "create-erp-task"
@@ -33,7 +33,12 @@ WRITTEN = {"create-erp-task": {"data": OLD_ANSWER}}
 def old_version_insert(deal: dict[str, Any]) -> None:
     """What the old create-erp-task step sent: a plain insert, no externalId anywhere."""
     items = {"field_1039": deal["dealName"], "field_1040": deal["amount"]}
-    body = {"key": "k", "username": "u", "password": "p", "action": "insert"}
+    body = {
+        "key": TEST_SECRETS["CRM_API_KEY"],
+        "username": BASE_ENV["CRM_API_USERNAME"],
+        "password": TEST_SECRETS["CRM_API_PASSWORD"],
+        "action": "insert",
+    }
     answer = requests.post(ERP_URL, json={**body, "entity_id": 70, "items": items}, timeout=5)
     assert answer.json()["status"] == "success"
 

@@ -101,6 +101,10 @@ _DB_HINTS = {
     1364: "the ERP database runs in strict SQL mode: map every field of the entity in "
     "ERP_FIELD_MAP or let Rukovoditel reset sql_mode (DB_FORCE_SQL_MODE)",
     1064: "Rukovoditel does not escape values of unique fields; a quote in one breaks the query",
+    # S2: a dropdown/radio column is INT; only strict mode refuses text (else it stores 0).
+    1366: "the ERP database runs in strict SQL mode and a dropdown or radio field got a value "
+    "that is not a choice id: send the id (`python -m prometei erp fields` lists them) or let "
+    "Rukovoditel reset sql_mode (DB_FORCE_SQL_MODE)",
 }
 _DB_ERROR_RE = re.compile(r"Database Error:\s*(?:</strong>)?\s*(.*?)\s*</div>", re.I | re.S)
 _FATAL_RE = re.compile(r"Fatal error\s*(?:</b>)?\s*:\s*(.*)", re.I)

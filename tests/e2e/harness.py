@@ -40,7 +40,8 @@ import requests
 
 from tests.conftest import PROJECT_ENV_PREFIXES
 from tests.fakes.amocrm import FakeAmoCRM
-from tests.fakes.rukovoditel_http import RukovoditelHTTP
+from tests.fakes.rukovoditel import FakeRukovoditel
+from tests.fakes.rukovoditel_http import REST_PATH, RukovoditelHTTP
 from tests.fakes.web import FakeRequest, FakeService, Reply
 from tests.support.loopback import LoopbackServer
 
@@ -570,7 +571,10 @@ class Stack:
         amo = amo or FakeAmoCRM(
             subdomain=SUBDOMAIN, account_id=ACCOUNT_ID, access_tokens=(ACCESS_TOKEN,)
         )
-        erp = erp or RukovoditelHTTP()
+        # The fake checks the credentials the product sends (rukovoditel-live.md #37-#41).
+        erp = erp or RukovoditelHTTP(
+            FakeRukovoditel(REST_PATH, key=ERP_KEY, username="api", password=ERP_PASSWORD)
+        )
         stack = cls(
             workdir=workdir,
             amo=amo,

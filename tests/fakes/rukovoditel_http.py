@@ -99,7 +99,7 @@ class RukovoditelHTTP(FakeService):
         """A fresh, empty model; no faults, no log, counters at zero."""
         super().reset()
         with self._model_lock:
-            self.model = FakeRukovoditel(url=self.model.url)
+            self.model = self.model.blank()
             self.in_flight_writes = self.peak_writes = 0
 
     def rows(self, entity_id: int) -> list[dict[str, str]]:
