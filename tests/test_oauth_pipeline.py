@@ -54,14 +54,16 @@ def mock(kv_oauth_env):
 
 
 def connect(mock) -> None:
-    """Connect as a person would: the connect page (cookie + state), then amoCRM's redirect."""
+    """Connect as a person would: the connect page, its button (cookie + state), then amoCRM's
+    redirect."""
     from prometei.web.apps import create_oauth_app
 
     mock.post(TOKEN_URL, json=token_answer(1))
     browser = create_oauth_app().test_client()
     page = browser.get("/api/oauth/callback")
-    [authorize] = re.findall(r'href="(https://[^"]+)"', page.get_data(as_text=True))
-    state = parse_qs(urlsplit(html.unescape(authorize)).query)["state"][0]
+    [start] = re.findall(r'href="([^"]*start=1[^"]*)"', page.get_data(as_text=True))
+    authorize = browser.get(html.unescape(start)).headers["Location"]
+    state = parse_qs(urlsplit(authorize).query)["state"][0]
     query = urlencode(
         {"code": "one-time-code-SECRET", "state": state, "referer": "example.amocrm.ru"}
     )
