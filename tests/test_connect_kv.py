@@ -11,8 +11,10 @@ commands, and the callback's time budget with a slow KV.
 
 from __future__ import annotations
 
+import html
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -21,7 +23,7 @@ import pytest
 import responses
 
 from tests.conftest import AMO_BASE
-from tests.support.kvshim import KVShim, running_shim
+from tests.support.kvshim import KVShim, oauth_kv_env, running_shim
 
 TOKEN_URL = AMO_BASE + "/oauth2/access_token"
 CLIENT_SECRET = "client-secret-SECRET-5555"
@@ -33,20 +35,12 @@ TOKEN_BODY = {
     "access_token": "access-token-SECRET-7777",
     "refresh_token": "refresh-token-SECRET-8888",
 }
-WRITES = {"SET", "DEL", "EVAL", "HSET", "INCR", "EXPIRE", "PEXPIRE"}
 
 
 @pytest.fixture
 def shim(set_env) -> Iterator[KVShim]:
     with running_shim() as kv:
-        set_env(
-            AMOCRM_ACCESS_TOKEN=None,
-            AMOCRM_CLIENT_ID="client-id-1",
-            AMOCRM_CLIENT_SECRET=CLIENT_SECRET,
-            AMOCRM_REDIRECT_URI="https://prometei.example.test/api/oauth/callback",
-            KV_REST_API_URL=kv.url,
-            KV_REST_API_TOKEN=kv.token,
-        )
+        set_env(**oauth_kv_env(kv, CLIENT_SECRET))
         yield kv
 
 
@@ -70,9 +64,6 @@ def names(commands: list[list[object]]) -> list[str]:
 
 
 def text_of(response) -> str:
-    import html
-    import re
-
     body = re.sub(r"<style>.*?</style>", " ", response.get_data(as_text=True), flags=re.S)
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", body)).split())
 

@@ -16,7 +16,7 @@ import responses
 from tests.conftest import AMO_BASE, ERP_URL
 from tests.fakes.rukovoditel import FakeRukovoditel
 from tests.support.executor import make_event, run_function
-from tests.support.kvshim import running_shim
+from tests.support.kvshim import oauth_kv_env, running_shim
 
 CLIENT_SECRET = "client-secret-SECRET-5555"
 TOKEN_URL = f"{AMO_BASE}/oauth2/access_token"
@@ -35,14 +35,7 @@ def token_answer(n: int) -> dict:
 @pytest.fixture
 def kv_oauth_env(set_env):
     with running_shim() as shim:
-        set_env(
-            AMOCRM_ACCESS_TOKEN=None,
-            AMOCRM_CLIENT_ID="client-id-1",
-            AMOCRM_CLIENT_SECRET=CLIENT_SECRET,
-            AMOCRM_REDIRECT_URI="https://prometei.example.test/api/oauth/callback",
-            KV_REST_API_URL=shim.url,
-            KV_REST_API_TOKEN=shim.token,
-        )
+        set_env(**oauth_kv_env(shim, CLIENT_SECRET))
         yield shim
 
 

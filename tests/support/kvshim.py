@@ -94,3 +94,15 @@ def running_shim(token: str = SHIM_TOKEN) -> Iterator[KVShim]:
     with serving(shim.app, "kv-shim") as url:
         shim.url = url
         yield shim
+
+
+def oauth_kv_env(shim: KVShim, client_secret: str) -> dict[str, str | None]:
+    """OAuth mode with this shim as the KV store: the variables for the `set_env` fixture."""
+    return {
+        "AMOCRM_ACCESS_TOKEN": None,
+        "AMOCRM_CLIENT_ID": "client-id-1",
+        "AMOCRM_CLIENT_SECRET": client_secret,
+        "AMOCRM_REDIRECT_URI": "https://prometei.example.test/api/oauth/callback",
+        "KV_REST_API_URL": shim.url,
+        "KV_REST_API_TOKEN": shim.token,
+    }
