@@ -68,6 +68,15 @@ class Services:
         return build_state_store(self.settings)
 
     @_built_once
+    def connect_state(self) -> StateStore:
+        """The same state store for the OAuth connect page's nonces, with the short per-command
+        deadline the callback's time budget counts on (docs/token-rotation.md)."""
+        from prometei.store import build_state_store
+        from prometei.store.kv import CONNECT_STATE_TIMEOUT
+
+        return build_state_store(self.settings, timeout=CONNECT_STATE_TIMEOUT)
+
+    @_built_once
     def tokens(self) -> ManagedTokenSource:
         from prometei.tokens import build_token_source
 

@@ -122,16 +122,33 @@ def assert_page_headers(response) -> None:
     assert response.headers["Referrer-Policy"] == "no-referrer"
 
 
-def authorize_link(response) -> str:
-    [authorize] = [link for link in links_of(response) if link.startswith("https://")]
-    return authorize
+START = f"{PATH}?start=1"
 
 
-def issue_state(client) -> str:
-    """Open the connect page in this browser and take the state from its button."""
-    page = client.get(PATH)
-    assert page.status_code == 200, text_of(page)
-    return parse_qs(urlsplit(authorize_link(page)).query)["state"][0]
+def start_link(response) -> str:
+    """The Connect button's target on a status page."""
+    [start] = [link for link in links_of(response) if "start=1" in link]
+    return start
+
+
+def authorize_url(client, start: str = START) -> str:
+    """Click Connect in this browser: the start URL answers 303 to amoCRM's authorize URL."""
+    started = client.get(start)
+    assert started.status_code == 303, text_of(started)
+    assert_page_headers_of_redirect(started)
+    location = started.headers["Location"]
+    assert location.startswith("https://www.amocrm.ru/oauth?")
+    return location
+
+
+def assert_page_headers_of_redirect(response) -> None:
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+
+
+def issue_state(client, start: str = START) -> str:
+    """Click Connect in this browser and take the state from amoCRM's authorize URL."""
+    return parse_qs(urlsplit(authorize_url(client, start)).query)["state"][0]
 
 
 def callback_url(**params: str) -> str:
@@ -183,7 +200,7 @@ def seed_pair(*, expires_at: int, obtained_at: int, refreshed_at: int | None = N
 # ---- connect page ----------------------------------------------------------------------
 
 
-def test_connect_page_not_connected_links_to_authorize_url_with_signed_state(client, logs):
+def test_connect_page_not_connected_starts_at_an_authorize_url_with_signed_state(client, logs):
     response = client.get(PATH)
     assert response.status_code == 200
     assert_page_headers(response)
@@ -191,8 +208,11 @@ def test_connect_page_not_connected_links_to_authorize_url_with_signed_state(cli
     assert "Not connected" in text
     assert "example.amocrm.ru" in text
     assert "Connect amoCRM" in text
+    assert start_link(response) == START
+    assert "Set-Cookie" not in response.headers  # nothing issued for a mere view
 
-    query = parse_qs(urlsplit(authorize_link(response)).query)
+    authorize = authorize_url(client, start_link(response))
+    query = parse_qs(urlsplit(authorize).query)
     assert query["client_id"] == [CLIENT_ID]
     assert len(query["state"]) == 1
     # The state it carries is one this deployment signed.
@@ -201,12 +221,13 @@ def test_connect_page_not_connected_links_to_authorize_url_with_signed_state(cli
 
     key = derive_state_key(get_services().settings.amocrm_client_secret)
     assert verify_state(query["state"][0], key, int(time.time()))
-    assert "client_secret" not in authorize_link(response)
+    assert "client_secret" not in authorize
     assert_no_secrets(response, logs)
 
 
-def test_connect_page_sets_an_httponly_lax_secure_browser_cookie(client):
-    response = client.get(PATH)
+def test_connect_start_sets_an_httponly_lax_secure_browser_cookie(client):
+    response = client.get(START)
+    assert response.status_code == 303
     [cookie] = response.headers.getlist("Set-Cookie")
     attributes = [part.strip().lower() for part in cookie.split(";")]
     assert cookie.startswith("prometei_connect=")
@@ -214,8 +235,8 @@ def test_connect_page_sets_an_httponly_lax_secure_browser_cookie(client):
     assert "samesite=lax" in attributes
     assert "secure" in attributes  # AMOCRM_REDIRECT_URI is https
     assert "path=/api/oauth/callback" in attributes
-    # The browser keeps its id: a second view (another tab) does not replace it.
-    again = client.get(PATH)
+    # The browser keeps its id: a second click (another tab) does not replace it.
+    again = client.get(START)
     assert again.headers["Set-Cookie"].split(";")[0] == cookie.split(";")[0]
 
 
@@ -226,7 +247,7 @@ def test_cookie_is_not_secure_when_the_page_is_plain_http_locally(set_env):
         AMOCRM_CLIENT_SECRET=CLIENT_SECRET,
         AMOCRM_REDIRECT_URI="http://127.0.0.1:3000/api/oauth/callback",
     )
-    cookie = browser().get(PATH).headers["Set-Cookie"].lower()
+    cookie = browser().get(START).headers["Set-Cookie"].lower()
     assert "secure" not in [part.strip() for part in cookie.split(";")]
 
 
@@ -281,6 +302,7 @@ def test_connect_page_in_long_lived_mode_explains_oauth_is_not_used(set_env, log
     assert "long-lived amoCRM token (AMOCRM_ACCESS_TOKEN)" in text
     assert "OAuth is not used" in text
     assert not [link for link in links_of(response) if link.startswith("https://")]
+    assert not [link for link in links_of(response) if "start=1" in link]
     body = response.get_data(as_text=True)
     assert TEST_SECRETS["AMOCRM_ACCESS_TOKEN"] not in body
     assert CLIENT_SECRET not in body
@@ -361,7 +383,8 @@ def test_the_language_chosen_on_the_connect_page_survives_the_round_trip(oauth_e
     amo.add(responses.POST, TOKEN_URL, json=TOKEN_BODY)
     person = browser(lang="ru")
     page = person.get(f"{PATH}?lang=en")
-    state = parse_qs(urlsplit(authorize_link(page)).query)["state"][0]
+    assert start_link(page) == f"{START}&lang=en"
+    state = issue_state(person, start_link(page))
     done = person.get(callback_url(code=CODE, state=state, referer="example.amocrm.ru"))
     assert done.status_code == 303
     assert done.headers["Location"] == f"{PATH}?lang=en"
@@ -475,7 +498,7 @@ def test_a_widget_flag_does_not_skip_the_state_check(client, amo):
 
 def test_a_signed_state_no_connect_page_issued_is_refused(client, amo, logs):
     amo.add(responses.POST, TOKEN_URL, json=TOKEN_BODY)
-    client.get(PATH)  # the browser has a cookie, but not for this state
+    issue_state(client)  # the browser has a cookie, but not for this state
     response = client.get(
         callback_url(code=CODE, state=signed_state(), referer="example.amocrm.ru")
     )
@@ -490,7 +513,7 @@ def test_a_state_opened_in_another_browser_is_refused_and_stores_nothing(oauth_e
     attacker = browser()
     params = redirect_params(attacker)  # the attacker's own code and state…
     victim = browser()
-    victim.get(PATH)  # …opened by someone with a cookie of their own
+    issue_state(victim)  # …opened by someone with a cookie of their own
     for person in (victim, browser()):  # with another cookie, and with none
         response = person.get(callback_url(**params))
         assert response.status_code == 400
@@ -520,7 +543,7 @@ def test_two_redirects_racing_for_one_state_spend_it_once(client, amo, monkeypat
 
     amo.add(responses.POST, TOKEN_URL, json=TOKEN_BODY)
     params = redirect_params(client)
-    state_store = get_services().state
+    state_store = get_services().connect_state
     real_delete = state_store.delete
 
     def other_request_first(key: str) -> bool:
@@ -698,7 +721,7 @@ def test_html_is_escaped_and_page_has_no_script():
 
 def test_non_ascii_state_is_a_400_not_a_500(client, amo, logs):
     amo.add(responses.POST, TOKEN_URL, json=TOKEN_BODY)
-    client.get(PATH)
+    issue_state(client)
     response = client.get(f"{PATH}?code=abc&state=1.a.%C3%A9&referer=example.amocrm.ru")
     assert response.status_code == 400
     assert_page_headers(response)

@@ -16,7 +16,7 @@ import responses
 from tests.conftest import AMO_BASE, ERP_URL
 from tests.fakes.rukovoditel import FakeRukovoditel
 from tests.support.executor import make_event, run_function
-from tests.support.kvshim import running_shim
+from tests.support.kvshim import oauth_kv_env, running_shim
 
 CLIENT_SECRET = "client-secret-SECRET-5555"
 TOKEN_URL = f"{AMO_BASE}/oauth2/access_token"
@@ -35,14 +35,7 @@ def token_answer(n: int) -> dict:
 @pytest.fixture
 def kv_oauth_env(set_env):
     with running_shim() as shim:
-        set_env(
-            AMOCRM_ACCESS_TOKEN=None,
-            AMOCRM_CLIENT_ID="client-id-1",
-            AMOCRM_CLIENT_SECRET=CLIENT_SECRET,
-            AMOCRM_REDIRECT_URI="https://prometei.example.test/api/oauth/callback",
-            KV_REST_API_URL=shim.url,
-            KV_REST_API_TOKEN=shim.token,
-        )
+        set_env(**oauth_kv_env(shim, CLIENT_SECRET))
         yield shim
 
 
@@ -54,14 +47,16 @@ def mock(kv_oauth_env):
 
 
 def connect(mock) -> None:
-    """Connect as a person would: the connect page (cookie + state), then amoCRM's redirect."""
+    """Connect as a person would: the connect page, its button (cookie + state), then amoCRM's
+    redirect."""
     from prometei.web.apps import create_oauth_app
 
     mock.post(TOKEN_URL, json=token_answer(1))
     browser = create_oauth_app().test_client()
     page = browser.get("/api/oauth/callback")
-    [authorize] = re.findall(r'href="(https://[^"]+)"', page.get_data(as_text=True))
-    state = parse_qs(urlsplit(html.unescape(authorize)).query)["state"][0]
+    [start] = re.findall(r'href="([^"]*start=1[^"]*)"', page.get_data(as_text=True))
+    authorize = browser.get(html.unescape(start)).headers["Location"]
+    state = parse_qs(urlsplit(authorize).query)["state"][0]
     query = urlencode(
         {"code": "one-time-code-SECRET", "state": state, "referer": "example.amocrm.ru"}
     )

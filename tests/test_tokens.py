@@ -412,6 +412,57 @@ def test_a_refused_write_is_retried_then_offered_as_pending_and_adopted(store, c
     assert state.record.refresh_token.get_secret_value() == "ref-SECRET-1"
 
 
+def test_a_pending_offer_that_could_land_after_the_senders_window_is_not_made(store, clock, amo):
+    """The sender window is the last moment a sender may store a pair: a pending offer (up to
+    three store commands) is not started when it could land after it."""
+    from prometei.tokens import rotation
+
+    put(store, amo, expires_in=-10)
+    provider = make(store, clock)
+    store.fail_writes = 100
+
+    def slow_answer(body: dict) -> None:
+        # amoCRM answers 10 s before the end of the window: too late for a pending offer.
+        clock.now += rotation.sender_window_s() - 10
+
+    amo.before_answer = slow_answer
+    with pytest.raises(UpstreamUnavailable, match="refused every write"):
+        provider.access_token()
+    state = store.inner.read_state()
+    assert "pending" not in state.markers and state.version == 1
+    assert 3 * rotation.store_deadline_s() > 10  # why: the offer could have landed late
+
+
+def test_the_holders_worst_case_is_inside_the_functions_max_duration():
+    """docs/token-rotation.md: the 158.4 s sum of a holder's worst case, from the constants."""
+    from prometei.amocrm.oauth import TOKEN_TIMEOUT
+    from prometei.http import request_deadline
+    from prometei.tokens import lease, rotation
+
+    cmd = lease.store_deadline_s()
+    token_req = request_deadline(TOKEN_TIMEOUT)
+    marker_put = 4 * cmd  # compare-and-set + read, twice
+    total = (
+        3 * cmd  # try_acquire: SET NX, its retry, the owner-checked PEXPIRE
+        + cmd  # re-read under the lease
+        + marker_put  # claim the token
+        + 3 * token_req  # refresh, moved lookup, refresh at the moved host
+        + cmd
+        + 2 * token_req  # after "revoked": re-read, moved lookup and refresh again
+        + rotation.PERSIST_WINDOW_S
+        + cmd
+        + marker_put  # the write started at the window's end, then a pending offer
+        + (cmd + 1)
+        + lease.RELEASE_ATTEMPTS * cmd
+        + sum(lease.RELEASE_PAUSES_S)  # release
+    )
+    assert total == pytest.approx(158.4)
+    root = Path(__file__).resolve().parents[1]
+    vercel = json.loads((root / "vercel.json").read_text())
+    assert total < vercel["functions"]["api/inngest.py"]["maxDuration"]
+    assert "**158.4 s**" in (root / "docs/token-rotation.md").read_text()
+
+
 def test_a_store_outage_shorter_than_the_persist_window_loses_nothing(store, clock, amo):
     put(store, amo, expires_in=-10)
     provider = make(store, clock)

@@ -44,8 +44,11 @@ def build_store(settings: Settings) -> TokenStore:
     return FileTokenStore(settings.prometei_state_dir)
 
 
-def build_state_store(settings: Settings) -> StateStore:
-    """Where shared state lives: KV when configured, else the local state folder.
+def build_state_store(
+    settings: Settings, *, timeout: tuple[float, float] | None = None
+) -> StateStore:
+    """Where shared state lives: KV when configured, else the local state folder. `timeout`
+    (connect, read) bounds each KV command instead of the client's default.
 
     On Vercel without KV there is nowhere shared to keep it, so this raises `ConfigError`;
     callers that can live without state catch it and say what they lose.
@@ -53,7 +56,8 @@ def build_state_store(settings: Settings) -> StateStore:
     if settings.kv_rest_api_url and settings.kv_rest_api_token:
         from prometei.store.kv import KVClient, KVStateStore
 
-        return KVStateStore(KVClient(settings.kv_rest_api_url, settings.kv_rest_api_token))
+        client = KVClient(settings.kv_rest_api_url, settings.kv_rest_api_token)
+        return KVStateStore(client, timeout=timeout)
     if settings.on_vercel:
         raise ConfigError(
             "no shared state store on Vercel: its filesystem is neither shared between "

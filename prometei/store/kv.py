@@ -42,6 +42,10 @@ KV_TIMEOUT: tuple[float, float] = (3.0, 10.0)
 # The token store's commands run while the refresh lock is (or is about to be) held, so they get
 # a tighter budget: the lease must outlast every step taken under it (docs/token-rotation.md).
 TOKEN_STORE_TIMEOUT: tuple[float, float] = (1.0, 3.0)
+# The connect page's state commands (the nonce's check and spend) share the OAuth callback's
+# 30 s with the code exchange, so they get the shortest budget of all (docs/token-rotation.md,
+# "Connect page").
+CONNECT_STATE_TIMEOUT: tuple[float, float] = (1.0, 1.0)
 # Upstash plan quotas arrive as command errors, but they clear by themselves (next second or
 # next day): worth retrying, unlike a real command error. "max request size exceeded" is not
 # one of them: the same request would fail again.
@@ -319,13 +323,20 @@ class KVTokenStore:
 
 
 class KVStateStore:
-    """`StateStore` over Vercel KV: one Redis string per key under `<prefix>:`."""
+    """`StateStore` over Vercel KV: one Redis string per key under `<prefix>:`. `timeout`
+    overrides the client's for every command (the connect page passes a short one)."""
 
     kind = "kv"
 
-    def __init__(self, client: KVClient, prefix: str = "prometei:state") -> None:
+    def __init__(
+        self,
+        client: KVClient,
+        prefix: str = "prometei:state",
+        timeout: tuple[float, float] | None = None,
+    ) -> None:
         self.client = client
         self.prefix = prefix
+        self.timeout = timeout
 
     def __repr__(self) -> str:
         return f"KVStateStore({self.describe()!r})"
@@ -334,19 +345,22 @@ class KVStateStore:
         return f"Vercel KV (Upstash REST) at {self.client.host}, keys {self.prefix}:*"
 
     def get(self, key: str) -> str | None:
-        result = self.client.command("GET", self._key(key))
+        result = self._command("GET", self._key(key))
         return None if result is None else str(result)
 
     def put(self, key: str, value: str, *, ttl_s: int | None = None) -> None:
-        self.client.command("SET", self._key(key), value, *self._expiry(ttl_s))
+        self._command("SET", self._key(key), value, *self._expiry(ttl_s))
 
     def put_if_absent(self, key: str, value: str, *, ttl_s: int | None = None) -> bool:
         # "OK" when written; null when the key already existed.
-        result = self.client.command("SET", self._key(key), value, "NX", *self._expiry(ttl_s))
+        result = self._command("SET", self._key(key), value, "NX", *self._expiry(ttl_s))
         return bool(result == "OK")
 
     def delete(self, key: str) -> bool:
-        return bool(self.client.command("DEL", self._key(key)) == 1)
+        return bool(self._command("DEL", self._key(key)) == 1)
+
+    def _command(self, *args: Arg) -> Any:
+        return self.client.command(*args, timeout=self.timeout)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}:{check_state_key(key)}"

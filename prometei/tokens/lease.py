@@ -118,12 +118,23 @@ class Holding:
                 log.warning("the refresh lease ran out before it could be renewed")
                 return
 
-    def release(self) -> None:
+    def release(self, time_left: Callable[[], float] | None = None) -> None:
         """Stop renewing, then compare-and-delete, retried: a lock left behind blocks every
-        other refresher until its lease ends."""
+        other refresher until its lease ends. With `time_left` (seconds the caller may still
+        spend), no wait and no attempt starts that could outlast it: the lease then ends by
+        itself within its TTL (the connect page must answer inside its maxDuration)."""
         self._stop.set()
-        self._thread.join(timeout=store_deadline_s() + 1)
+        join_s = store_deadline_s() + 1
+        if time_left is not None:
+            join_s = max(0.0, min(join_s, time_left() - store_deadline_s()))
+        self._thread.join(timeout=join_s)
         for attempt in range(1, RELEASE_ATTEMPTS + 1):
+            if time_left is not None and time_left() < store_deadline_s():
+                log.warning(
+                    "no time left to release the refresh lock; it ends by itself within %gs",
+                    self.ttl_ms / 1000,
+                )
+                return
             try:
                 released = self.store.release_lock(self.owner)
             except Exception as exc:

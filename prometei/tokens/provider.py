@@ -25,6 +25,7 @@ from prometei.tokens.markers import Refusal
 from prometei.tokens.rotation import PERSIST_WINDOW_S, Refresh, Rotation, Stale, Use, Wait
 from prometei.tokens.sources import (
     CONNECT_LOCK_WAIT_S,
+    EXCHANGE_WRITE_PAUSE_S,
     RECONNECT,
     SERVICE,
     RefreshInProgress,
@@ -151,14 +152,19 @@ class OAuthTokenProvider:
         return info
 
     def exchange_and_store(
-        self, exchange: Callable[[], TokenRecord], *, lock_wait_s: float = CONNECT_LOCK_WAIT_S
+        self,
+        exchange: Callable[[], TokenRecord],
+        *,
+        lock_wait_s: float = CONNECT_LOCK_WAIT_S,
+        time_left: Callable[[], float] | None = None,
     ) -> TokenRecord:
         """The connect page's code exchange, all under the refresh lease.
 
         Takes the lease first (waiting at most `lock_wait_s`), then calls `exchange` (which
         spends the single-use code) and writes its pair, then releases. If the lease stays
         taken, raises `RefreshInProgress` and never calls `exchange`, so the code stays usable.
-        Errors from `exchange` propagate unchanged."""
+        Errors from `exchange` propagate unchanged. `time_left` (the caller's remaining
+        seconds) bounds the release, which never outlasts it (see `Holding.release`)."""
         deadline = Deadline(self._clock, lock_wait_s)
         with self._gate.enter(deadline) as entered:
             store = self._get_store()
@@ -174,7 +180,7 @@ class OAuthTokenProvider:
                 self._rotation.check_exchanged(record)
                 stored = self._write_exchanged(store, record)
             finally:
-                holding.release()
+                holding.release(time_left)
             self._connected(stored)
         return stored
 
@@ -260,7 +266,7 @@ class OAuthTokenProvider:
             return store.write(fresh)
         except UpstreamUnavailable as exc:
             log.error("could not store the new amoCRM pair, trying once more: %s", exc.message)
-            self._sleep(0.2)
+            self._sleep(EXCHANGE_WRITE_PAUSE_S)
             return store.write(fresh)
 
     def _gave_up(self, reason: str) -> UpstreamUnavailable:

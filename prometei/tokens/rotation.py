@@ -46,6 +46,8 @@ log = logging.getLogger("prometei.tokens")
 PERSIST_WINDOW_S = 20.0
 # Clock skew allowed between instances when one waits out another's write window.
 SKEW_S = 2.0
+# Store commands before a pending offer's last write lands: set, read back, set again.
+PENDING_OFFER_COMMANDS = 3
 
 
 def sender_window_s(persist_window_s: float = PERSIST_WINDOW_S) -> float:
@@ -231,7 +233,7 @@ class Rotation:
                 log.error(
                     "could not save the rotated amoCRM pair (attempt %d): %s", attempt, exc.message
                 )
-                if attempt >= 2 and not offered:
+                if attempt >= 2 and not offered and self._pending_lands_in_time(mark):
                     offered = self._put(
                         store,
                         "pending",
@@ -275,6 +277,11 @@ class Rotation:
             f"{self.persist_window_s:g}s; the pair could not be kept (see "
             "docs/token-rotation.md, 'Store write failed')",
         )
+
+    def _pending_lands_in_time(self, mark: RotationMark) -> bool:
+        """Whether a pending offer (`_put`: compare-and-set, read, compare-and-set again) lands
+        before our `until`: after it, others may already treat the refusal as final."""
+        return self._clock() + PENDING_OFFER_COMMANDS * store_deadline_s() <= mark.until_ms / 1000
 
     def _adopt(self, store: TokenStore, pending: PendingPair) -> TokenRecord | None:
         try:

@@ -18,9 +18,13 @@ log = logging.getLogger("prometei.tokens")
 SERVICE = "amocrm-token"
 RECONNECT = "open /api/oauth/callback and click Connect amoCRM"
 # How long the connect page waits for the refresh lock before answering "refresh in progress"
-# without spending the code. Lock wait + last acquire (4 s) + exchange (13 s) + two write
-# attempts (2 x 4 s + 0.2 s) = 29.2 s, inside the callback's maxDuration (30 s, vercel.json).
+# without spending the code. The page's whole time budget (maxDuration 30 s) is kept by
+# `prometei.web.connect_budget`, which sends the code only while the exchange and both write
+# attempts still fit (docs/token-rotation.md, "Connect page").
 CONNECT_LOCK_WAIT_S = 4.0
+# The pause between the two write attempts of a freshly exchanged pair.
+EXCHANGE_WRITE_PAUSE_S = 0.2
+EXCHANGE_WRITE_ATTEMPTS = 2
 
 
 class RefreshInProgress(UpstreamUnavailable):
@@ -53,7 +57,11 @@ class ManagedTokenSource(AccessTokenSource, Protocol):
     def store_exchanged(self, record: TokenRecord) -> TokenRecord: ...
 
     def exchange_and_store(
-        self, exchange: Callable[[], TokenRecord], *, lock_wait_s: float = ...
+        self,
+        exchange: Callable[[], TokenRecord],
+        *,
+        lock_wait_s: float = ...,
+        time_left: Callable[[], float] | None = ...,
     ) -> TokenRecord: ...
 
     def refresh_if_older_than(self, max_age_s: float) -> dict[str, Any]: ...
@@ -104,7 +112,11 @@ class StaticTokenSource:
         return self._refuse_oauth()
 
     def exchange_and_store(
-        self, exchange: Callable[[], TokenRecord], *, lock_wait_s: float = CONNECT_LOCK_WAIT_S
+        self,
+        exchange: Callable[[], TokenRecord],
+        *,
+        lock_wait_s: float = CONNECT_LOCK_WAIT_S,
+        time_left: Callable[[], float] | None = None,
     ) -> TokenRecord:
         return self._refuse_oauth()
 

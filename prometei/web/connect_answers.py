@@ -68,15 +68,24 @@ class ConnectAnswers:
     def status_link(self) -> Link:
         return Link(self.t("action.status"), CALLBACK_PATH)
 
-    def see_other(self, lang: str | None) -> Response:
-        """303 to the plain status page: a reload there never re-sends the spent code."""
-        location = f"{CALLBACK_PATH}?lang={lang}" if lang in ("ru", "en") else CALLBACK_PATH
+    def start_url(self, lang: str | None) -> str:
+        """The Connect button's target: this endpoint issues the state, then 303 to amoCRM."""
+        suffix = f"&lang={lang}" if lang in ("ru", "en") else ""
+        return f"{CALLBACK_PATH}?start=1{suffix}"
+
+    def redirect(self, location: str) -> Response:
+        """303 to `location` (amoCRM's authorize URL), with the pages' no-store headers."""
         response = Response(status=303, headers={"Location": location})
         response.headers.update(PAGE_HEADERS)
         return response
 
+    def see_other(self, lang: str | None) -> Response:
+        """303 to the plain status page: a reload there never re-sends the spent code."""
+        location = f"{CALLBACK_PATH}?lang={lang}" if lang in ("ru", "en") else CALLBACK_PATH
+        return self.redirect(location)
+
     # ---- the status page ----------------------------------------------------------------
-    def status(self, host: str, *, connected: bool, unusable: bool, authorize_url: str) -> Response:
+    def status(self, host: str, *, connected: bool, unusable: bool, start_url: str) -> Response:
         t = self.t
         if connected:
             paragraphs = [t("status.connected.p1"), t("status.connected.p2")]
@@ -93,7 +102,7 @@ class ConnectAnswers:
             tone="ok" if connected else "warn",
             badge=t("badge.connected" if connected else "badge.not_connected"),
             facts=[(t("fact.account"), host), (t("fact.status"), state)],
-            action=Link(t("action.connect"), authorize_url),
+            action=Link(t("action.connect"), start_url),
         )
 
     def long_lived(self, host: str) -> Response:
@@ -129,6 +138,16 @@ class ConnectAnswers:
             status=503,
             tone="error",
         )
+
+    def store_down_on_start(self) -> Response:
+        t = self.t
+        return self.error(
+            t("store_down.title"), t("store_down.start_p1"), t("store_down.fix"), status=503
+        )
+
+    def too_slow(self) -> Response:
+        t = self.t
+        return self.error(t("too_slow.title"), t("too_slow.p1"), t("too_slow.p2"), status=503)
 
     def store_down_before_exchange(self) -> Response:
         t = self.t

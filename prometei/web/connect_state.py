@@ -1,11 +1,12 @@
 """The connect flow's OAuth `state`: signed, bound to the browser that asked for it, used once.
 
-Issue (`issue_state`, on every view of the connect page): a signed state
+Issue (`issue_state`, when the Connect button's start URL is opened, never on a mere view of
+the page): a signed state
 `<time>.<nonce>.<mac>` (`prometei.amocrm.oauth.sign_state`) goes into the authorize URL, and
 `oauth-state:<nonce>` goes into the shared StateStore (KV, or the local state folder) for
 `STATE_MAX_AGE_S`, holding the SHA-256 of the browser's random id. The id itself lives in an
 HttpOnly, SameSite=Lax cookie scoped to the callback path (Secure whenever the page is served
-over https). A browser keeps its id across page views, so two open tabs both work.
+over https). A browser keeps its id across clicks, so two open tabs both work.
 
 Redeem, on amoCRM's redirect back: `check_state` wants a good signature and age, a stored
 entry, and a cookie that hashes to it (compared in constant time); `spend_state` then deletes

@@ -48,10 +48,10 @@ TEXTS: Catalog = {
         "in python -m prometei tokens status). Connect amoCRM again.",
     },
     "status.button_valid": {
-        "ru": "Кнопка действует {minutes} минут; чтобы получить новую, обновите страницу. "
-        "Завершите подключение в этом же браузере.",
-        "en": "The button is valid for {minutes} minutes; reload this page for a fresh one. "
-        "Finish connecting in this same browser.",
+        "ru": "После нажатия кнопки завершите подключение в amoCRM в течение {minutes} минут "
+        "и в этом же браузере.",
+        "en": "Once you click the button, finish connecting in amoCRM within {minutes} "
+        "minutes, in this same browser.",
     },
     "status.details": {
         "ru": "Где хранятся токены и когда они обновлялись, показывает команда "
@@ -126,6 +126,30 @@ TEXTS: Catalog = {
         "авторизации не использован.",
         "en": "The token store did not answer, so the tokens could not have been saved. The "
         "authorization code was not used.",
+    },
+    "store_down.start_p1": {
+        "ru": "Подключение не начато: хранилище токенов не ответило, поэтому и сохранить "
+        "новые токены сейчас не получится.",
+        "en": "Connecting did not start: the token store did not answer, so the new tokens "
+        "could not be saved either.",
+    },
+    "too_slow.title": {
+        "ru": "Хранилище токенов отвечает слишком медленно",
+        "en": "The token store is answering too slowly",
+    },
+    "too_slow.p1": {
+        "ru": "Проверки перед обменом кода заняли слишком много времени: обмен и сохранение "
+        "токенов могли не уложиться в лимит времени функции. Код авторизации не отправлен в "
+        "amoCRM, ничего не изменилось.",
+        "en": "The checks before the code exchange took too long: the exchange and saving the "
+        "tokens might not have finished within the function's time limit. The authorization "
+        "code was not sent to amoCRM and nothing changed.",
+    },
+    "too_slow.p2": {
+        "ru": "Нажмите кнопку, чтобы подключить amoCRM заново; если это повторяется, проверьте "
+        "хранилище (Vercel KV / Upstash) — подробности в журнале функций.",
+        "en": "Click the button to connect amoCRM again; if it keeps happening, check the "
+        "store (Vercel KV / Upstash): the details are in the function logs.",
     },
     "store_down.fix": {
         "ru": "Проверьте KV_REST_API_URL / KV_REST_API_TOKEN (или интеграцию Vercel KV), "

@@ -1,14 +1,18 @@
 """`GET /api/oauth/callback`: the amoCRM connect page and the OAuth code exchange.
 
-Without `code` the endpoint is the status page: connected or not, and a "Connect amoCRM" button
-to amoCRM's authorize URL carrying a state bound to this browser (`prometei.web.connect_state`).
+Without `code` the endpoint is the status page: connected or not (one token-store read, and
+nothing written: anyone on the internet may open it), and a "Connect amoCRM" button to
+`?start=1`. That start URL issues a state bound to this browser (`prometei.web.connect_state`:
+one state-store write and the cookie) and 303-redirects to amoCRM's authorize URL.
 amoCRM sends the person back here with `code`, `referer` and `state`; the handler then checks,
 in this order and before any network call: the mode and configuration, the code's shape, the
 integration, the state (signature, age, single use, and this browser's cookie) and the referer
 (the configured account on a known amoCRM/Kommo domain). Then it takes the token refresh lock
 (waiting a few seconds at most) and only while holding it spends the state, exchanges the code
 at the configured account host and stores the pair, so a refresh can never land on top of the
-new pair and a busy lock never costs the single-use code.
+new pair and a busy lock never costs the single-use code. The state is spent before the code is
+sent, and the code is sent only while the exchange and the write still fit in the function's
+maxDuration (`prometei.web.connect_budget`); the state commands have their own short deadline.
 
 A code without a state is never exchanged, `from_widget=1` included: amoCRM sends that one when
 the integration is installed from its side (reference amocrm.md §2.3), it cannot be tied to the
@@ -18,9 +22,9 @@ a page with the Connect button instead.
 Success is a 303 to the plain status page, so reloading never re-sends the spent code. Every
 other answer is a small page in the visitor's language (`prometei.web.connect_answers`) with the
 right status (400 bad request/state, 403 foreign account or access declined, 409 long-lived-token
-mode, 502 token endpoint failure, 503 misconfiguration, token store down or a refresh in
-progress). The code, the tokens and the client secret never appear in a page, a URL a page
-builds, or a log line.
+mode, 502 token endpoint failure, 503 misconfiguration, token store down, a refresh in
+progress, or checks that took too long to leave time for the exchange). The code, the tokens
+and the client secret never appear in a page, a URL a page builds, or a log line.
 """
 
 from __future__ import annotations
@@ -76,8 +80,13 @@ oauth_blueprint = Blueprint("oauth", __name__)
 
 
 def _now() -> int:
-    """Current Unix time; the single clock of this module (tests replace it)."""
+    """Current Unix time, for the state's age (tests replace it)."""
     return int(time.time())
+
+
+def _monotonic() -> float:
+    """The clock of the callback's time budget (tests replace it)."""
+    return time.monotonic()
 
 
 def _scrub(text: str, *values: str | None) -> str:
@@ -113,9 +122,11 @@ def oauth_callback() -> Response:
         settings = get_services().settings
         if "error" in args:
             return _declined(args, answers)
-        if "code" not in args:
-            return _status_page(settings, answers)
-        return _exchange(settings, args, answers)
+        if "code" in args:
+            return _exchange(settings, args, answers)
+        if args.get("start") == "1":
+            return _start(settings, answers)
+        return _status_page(settings, answers)
     except ConfigError as exc:
         log.error("oauth callback: configuration error: %s", exc.message)
         return answers.misconfigured(exc.message)
@@ -138,21 +149,14 @@ def _declined(args: Mapping[str, str], answers: ConnectAnswers) -> Response:
 
 
 def _status_page(settings: Settings, answers: ConnectAnswers) -> Response:
-    from prometei.amocrm.oauth import OAuthClient
-
+    """Connected or not, for anyone: one token-store read, no state, no cookie."""
     host = settings.amocrm_host  # ConfigError names AMOCRM_SUBDOMAIN when unset
     if settings.uses_long_lived_token:
         return answers.long_lived(host)
 
     settings.require_oauth()
-    services = get_services()
-    oauth = OAuthClient.from_settings(settings)
-    browser_id = browser_id_from(request.cookies.get(COOKIE_NAME)) or new_browser_id()
     try:
-        status = _managed(services.tokens).status()
-        state = issue_state(
-            services.state, oauth.state_key, browser_id, _now(), explicit_language(request)
-        )
+        status = _managed(get_services().tokens).status()
     except UpstreamError as exc:
         log.error("oauth connect page: token store unavailable: %s", _scrub(exc.message))
         return answers.store_down_on_status()
@@ -161,12 +165,37 @@ def _status_page(settings: Settings, answers: ConnectAnswers) -> Response:
     if not connected and status.get("expires_at") is not None and status.get("problem"):
         # A pair is stored but unusable (e.g. it belongs to another account): logs only.
         log.warning("oauth connect page: stored pair unusable: %s", _scrub(str(status["problem"])))
-    response = answers.status(
+    return answers.status(
         host,
         connected=connected,
         unusable=not connected and status.get("expires_at") is not None,
-        authorize_url=oauth.authorize_url(state),
+        start_url=answers.start_url(explicit_language(request)),
     )
+
+
+def _start(settings: Settings, answers: ConnectAnswers) -> Response:
+    """The Connect button: a state for this browser (one state-store write), the cookie that
+    binds it, and a 303 to amoCRM's authorize URL."""
+    from prometei.amocrm.oauth import OAuthClient
+
+    host = settings.amocrm_host
+    if settings.uses_long_lived_token:
+        return answers.long_lived(host)
+    settings.require_oauth()
+    oauth = OAuthClient.from_settings(settings)
+    browser_id = browser_id_from(request.cookies.get(COOKIE_NAME)) or new_browser_id()
+    try:
+        state = issue_state(
+            get_services().connect_state,
+            oauth.state_key,
+            browser_id,
+            _now(),
+            explicit_language(request),
+        )
+    except UpstreamError as exc:
+        log.error("oauth connect start: state store unavailable: %s", _scrub(exc.message))
+        return answers.store_down_on_start()
+    response = answers.redirect(oauth.authorize_url(state))
     response.set_cookie(
         COOKIE_NAME,
         browser_id,
@@ -227,7 +256,7 @@ def _redeemable(
     assert settings.amocrm_client_secret is not None  # require_oauth() checked it
     try:
         return check_state(
-            get_services().state,
+            get_services().connect_state,
             derive_state_key(settings.amocrm_client_secret),
             state,
             browser_id_from(request.cookies.get(COOKIE_NAME)),
@@ -279,7 +308,9 @@ def _exchange(settings: Settings, args: Mapping[str, str], answers: ConnectAnswe
     exchange the code and store the pair; 303 to the status page."""
     from prometei.amocrm.oauth import OAuthClient
     from prometei.store.base import TokenRecord
+    from prometei.web.connect_budget import ConnectBudget
 
+    budget = ConnectBudget(_monotonic)
     code = args.get("code", "").strip()
     host = settings.amocrm_host
     redeemable = _checked(settings, args, code, answers)
@@ -290,12 +321,15 @@ def _exchange(settings: Settings, args: Mapping[str, str], answers: ConnectAnswe
     # Vercel) is a ConfigError page now, not a wasted code later.
     services = get_services()
     tokens = services.tokens
-    state_store = services.state
+    state_store = services.connect_state
     oauth = OAuthClient.from_settings(settings)
     spent: list[UpstreamError | None] = []  # one entry once the code went to amoCRM
 
     def exchange() -> TokenRecord:
-        spend_state(state_store, redeemable.nonce)  # StateAlreadySpent: nothing sent
+        # ConnectTooSlow, StateAlreadySpent or a store error here: nothing was sent.
+        budget.before_spending_state()
+        spend_state(state_store, redeemable.nonce)
+        budget.before_sending_code()
         try:
             record = oauth.exchange_code(code, host)
         except UpstreamError as exc:
@@ -305,7 +339,7 @@ def _exchange(settings: Settings, args: Mapping[str, str], answers: ConnectAnswe
         return record
 
     try:
-        record = _managed(tokens).exchange_and_store(exchange)
+        record = _managed(tokens).exchange_and_store(exchange, time_left=budget.time_left)
     except (StateAlreadySpent, PrometeiError) as exc:
         return _not_connected(exc, spent, code, answers)
     log.info("oauth callback: connected %s; access token valid until %s", host, record.expires_at)
@@ -318,7 +352,11 @@ def _not_connected(
     """The page for an exchange that did not end with a stored pair; `spent` says whether
     the code reached amoCRM."""
     from prometei.tokens import RefreshInProgress
+    from prometei.web.connect_budget import ConnectTooSlow
 
+    if isinstance(exc, ConnectTooSlow):
+        log.error("oauth callback: %s", exc.message)
+        return answers.too_slow()
     if isinstance(exc, StateAlreadySpent):
         log.warning("oauth callback: state spent by a concurrent request; code not sent")
         return answers.state_used()

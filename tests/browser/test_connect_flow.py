@@ -1,9 +1,10 @@
 """The connect flow in a real headless Chromium, end to end, on desktop and phone widths.
 
-Status page → "Подключить amoCRM" → amoCRM's consent page (the fake) → "Разрешить" → the
-callback with a code → the code exchange at the fake → 303 → the status page. Every page on the
-way is checked: no console errors, axe-core finds no violations, the layout holds (no sideways
-scrolling; a value that fits its box is not broken mid-word), nothing secret on screen.
+Status page → "Подключить amoCRM" (the start URL: the state and the cookie, then a 303) →
+amoCRM's consent page (the fake) → "Разрешить" → the callback with a code → the code exchange at
+the fake → 303 → the status page. Every page on the way is checked: no console errors, axe-core
+finds no violations, the layout holds (no sideways scrolling; a value that fits its box is not
+broken mid-word), nothing secret on screen.
 """
 
 from __future__ import annotations
@@ -71,10 +72,17 @@ def assert_clean(browser: Browser) -> None:
     assert browser.outside_requests == []
 
 
-def authorize_state(page: Any) -> str:
-    href = page.get_attribute("a.button", "href")
-    assert href.startswith("https://www.amocrm.ru/oauth?")
-    return parse_qs(urlsplit(href).query)["state"][0]
+def authorize_state(page: Any, fake: FakeAmoCRM) -> str:
+    """Click Connect on the status page and take the state from amoCRM's consent page URL."""
+    assert page.get_attribute("a.button", "href").endswith("/api/oauth/callback?start=1")
+    page.click("text=Подключить amoCRM")
+    page.wait_for_selector("#allow")
+    assert page.url.startswith(fake.url + "/oauth?")
+    return parse_qs(urlsplit(page.url).query)["state"][0]
+
+
+def connect_cookies(browser: Browser) -> list[dict[str, Any]]:
+    return [c for c in browser.context.cookies() if c["name"] == "prometei_connect"]
 
 
 @pytest.mark.parametrize("viewport", ["desktop", "mobile-360", "mobile-390"])
@@ -89,10 +97,14 @@ def test_connect_end_to_end_and_a_reload_spends_nothing(
     assert page.get_attribute("html", "lang") == "ru"
     assert "Не подключено" in page.inner_text("main")  # noqa: RUF001
     check_page(page, axe_source, fake_amo)
+    assert connect_cookies(browser) == []  # a mere view issues nothing
 
-    page.click("text=Подключить amoCRM")
+    page.click("text=Подключить amoCRM")  # ?start=1: state + cookie, 303 to amoCRM
     page.wait_for_selector("#allow")  # amoCRM's consent page (the fake)
     assert page.url.startswith(fake_amo.url + "/oauth?")
+    [cookie] = connect_cookies(browser)
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    assert cookie["path"] == "/api/oauth/callback"
 
     with page.expect_navigation(url=app.connect_page) as landed:
         page.click("#allow")
@@ -134,7 +146,7 @@ def test_refusals_store_nothing(launch, app: AppServer, fake_amo: FakeAmoCRM, ax
 
     # A code and state from this browser's button, opened where the cookie is not.
     page.goto(app.connect_page)
-    stolen = fake_amo.issue_code(authorize_state(page))
+    stolen = fake_amo.issue_code(authorize_state(page, fake_amo))
     browser.context.clear_cookies()
     browser.refused(stolen)
     response = page.goto(stolen)
@@ -144,7 +156,7 @@ def test_refusals_store_nothing(launch, app: AppServer, fake_amo: FakeAmoCRM, ax
 
     # amoCRM's widget-install redirect (no state) and a tampered state.
     page.goto(app.connect_page)
-    state = authorize_state(page)
+    state = authorize_state(page, fake_amo)
     widget_install = f"{app.connect_page}?" + urlencode(
         {"code": "def50200widget-SECRET", "referer": "example.amocrm.ru", "from_widget": "1"}
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +41,8 @@ class KVShim:
     server: fakeredis.FakeServer = field(default_factory=fakeredis.FakeServer)
     commands: list[list[Any]] = field(default_factory=list)
     url: str = ""
+    # Called with each command before it runs (a test's slow KV: advance a fake clock there).
+    before_command: Callable[[list[Any]], None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -68,6 +70,8 @@ class KVShim:
             return _json({"error": "ERR command must be a non-empty array"}, 400)
         with self._lock:
             self.commands.append(command)
+        if self.before_command is not None:
+            self.before_command(command)
         client = self.redis
         try:
             result = client.execute_command(*[str(a) for a in command])
@@ -90,3 +94,15 @@ def running_shim(token: str = SHIM_TOKEN) -> Iterator[KVShim]:
     with serving(shim.app, "kv-shim") as url:
         shim.url = url
         yield shim
+
+
+def oauth_kv_env(shim: KVShim, client_secret: str) -> dict[str, str | None]:
+    """OAuth mode with this shim as the KV store: the variables for the `set_env` fixture."""
+    return {
+        "AMOCRM_ACCESS_TOKEN": None,
+        "AMOCRM_CLIENT_ID": "client-id-1",
+        "AMOCRM_CLIENT_SECRET": client_secret,
+        "AMOCRM_REDIRECT_URI": "https://prometei.example.test/api/oauth/callback",
+        "KV_REST_API_URL": shim.url,
+        "KV_REST_API_TOKEN": shim.token,
+    }
