@@ -27,6 +27,8 @@ import requests
 from tests.e2e.harness import (
     ACCOUNT_ID,
     ERP_ENTITY,
+    ERP_KEY,
+    ERP_PASSWORD,
     LEAD_ID_FIELD,
     SUBDOMAIN,
     Stack,
@@ -214,7 +216,8 @@ class PreviousVersion:
 
     def _insert(self, name: str, price: Any) -> Any:
         items = {"field_1039": name, **({"field_1040": price} if price else {})}
-        body = {"key": "k", "username": "u", "password": "p", "action": "insert"}
+        # The old version wrote with the same ERP account (the fake checks credentials).
+        body = {"key": ERP_KEY, "username": "api", "password": ERP_PASSWORD, "action": "insert"}
         response = requests.post(
             self.stack.erp_url, json={**body, "entity_id": ERP_ENTITY, "items": items}, timeout=10
         )
