@@ -258,3 +258,28 @@ def test_kv_write_if_version_is_a_compare_version_write():
         current = store.write_if_version(record(access_token=SecretStr("acc-SECRET-c")), 2)
         assert current is not None and current.version == 3
         assert store.read().access_token.get_secret_value() == "acc-SECRET-c"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "LOADING Redis is loading the dataset in memory",
+        "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSCRIPT.",
+        "TRYAGAIN Multiple keys request during rehashing of slot",
+    ],
+)
+@responses.activate
+def test_redis_transient_errors_are_retryable(kv, error):
+    # A command error by the protocol (400), but one that clears by itself: a restart.
+    responses.post(URL, status=400, json={"error": error})
+    with pytest.raises(UpstreamUnavailable) as info:
+        kv.command("HMGET", "k", "f")
+    assert info.value.retryable
+    assert error.split(" ", 1)[0] in str(info.value)
+
+
+@responses.activate
+def test_a_wrong_type_error_stays_a_rejection(kv):
+    responses.post(URL, status=400, json={"error": "WRONGTYPE Operation against a key"})
+    with pytest.raises(UpstreamRejected):
+        kv.command("HMGET", "k", "f")
