@@ -157,6 +157,7 @@ class UpstashContract:
         syntax = call(shim, [["SET", "d", "1"], ["SET", "d"]], path="/multi-exec")
         watch = call(shim, [["WATCH", "d"], ["SET", "d", "1"]], path="/multi-exec")
         for answer in (syntax, watch):
+            assert answer.status_code == 400, answer.text
             assert isinstance(answer.json(), dict) and "error" in answer.json(), answer.text
         assert result(shim, "EXISTS", "d") == 0  # nothing of either block ran
 
