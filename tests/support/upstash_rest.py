@@ -38,41 +38,14 @@ ALLOWED_METHODS = ("HEAD", "GET", "POST", "PUT")
 BATCH_PATHS = ("/pipeline", "/multi-exec")
 # Not available over REST (reference §B6 "Unsupported over REST"): blocking commands,
 # optimistic locking, cluster, and connection commands other than PING/ECHO.
-UNSUPPORTED = frozenset(
-    [
-        "BLPOP",
-        "BRPOP",
-        "BRPOPLPUSH",
-        "BLMOVE",
-        "BLMPOP",
-        "BZPOPMIN",
-        "BZPOPMAX",
-        "BZMPOP",
-        "WATCH",
-        "UNWATCH",
-        "DISCARD",
-        "MULTI",
-        "EXEC",
-        "CLUSTER",
-        "ASKING",
-        "READONLY",
-        "READWRITE",
-        "AUTH",
-        "HELLO",
-        "SELECT",
-        "QUIT",
-        "RESET",
-        "CLIENT",
-        "SWAPDB",
-        "SUBSCRIBE",
-        "PSUBSCRIBE",
-        "SSUBSCRIBE",
-        "UNSUBSCRIBE",
-        "PUNSUBSCRIBE",
-        "SUNSUBSCRIBE",
-        "MONITOR",
-    ]
-)
+UNSUPPORTED = frozenset({
+    "BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BLMPOP", "BZPOPMIN", "BZPOPMAX", "BZMPOP",
+    "WATCH", "UNWATCH", "DISCARD", "MULTI", "EXEC",
+    "CLUSTER", "ASKING", "READONLY", "READWRITE",
+    "AUTH", "HELLO", "SELECT", "QUIT", "RESET", "CLIENT", "SWAPDB",
+    "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE",
+    "MONITOR",
+})  # fmt: skip
 # Documented as server-sent events (`/monitor`, `/subscribe/<channel>`); the product never
 # streams, so this fake says so plainly instead of guessing the event format.
 STREAMING_PATHS = ("monitor", "subscribe")
