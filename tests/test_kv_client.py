@@ -209,19 +209,23 @@ def test_build_store_refuses_the_file_store_on_vercel():
 
 # ---- review fixes ----------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "error",
+    ("error", "named"),
     [
-        "ERR max daily request limit exceeded. Limit: 10000, Usage: 10000.",
-        "ERR max requests limit exceeded",
+        ("ERR max daily request limit exceeded. Limit: 10000, Usage: 10000.", "quota"),
+        ("ERR max requests limit exceeded", "quota"),
+        # Command errors by the protocol (400) that clear by themselves: a restarting store.
+        ("LOADING Redis is loading the dataset in memory", "restarting"),
+        ("BUSY Redis is busy running a script. You can only call SCRIPT KILL.", "restarting"),
+        ("TRYAGAIN Multiple keys request during rehashing of slot", "restarting"),
     ],
 )
 @responses.activate
-def test_upstash_quota_errors_are_retryable_and_name_the_quota(kv, error):
+def test_errors_that_clear_by_themselves_are_retryable_and_say_why(kv, error, named):
     responses.post(URL, status=400, json={"error": error})
     with pytest.raises(UpstreamUnavailable) as info:
         kv.command("EVAL", "return 1", 0)
     assert info.value.retryable
-    assert "quota" in str(info.value) and "limit exceeded" in str(info.value)
+    assert named in str(info.value) and error[:25] in str(info.value)
 
 
 @responses.activate
@@ -258,3 +262,10 @@ def test_kv_write_if_version_is_a_compare_version_write():
         current = store.write_if_version(record(access_token=SecretStr("acc-SECRET-c")), 2)
         assert current is not None and current.version == 3
         assert store.read().access_token.get_secret_value() == "acc-SECRET-c"
+
+
+@responses.activate
+def test_a_wrong_type_error_stays_a_rejection(kv):
+    responses.post(URL, status=400, json={"error": "WRONGTYPE Operation against a key"})
+    with pytest.raises(UpstreamRejected):
+        kv.command("HMGET", "k", "f")

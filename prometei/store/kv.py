@@ -50,6 +50,9 @@ CONNECT_STATE_TIMEOUT: tuple[float, float] = (1.0, 1.0)
 # next day): worth retrying, unlike a real command error. "max request size exceeded" is not
 # one of them: the same request would fail again.
 _QUOTA_RE = re.compile(r"\bmax (?:daily |monthly )?requests? limit exceeded", re.IGNORECASE)
+# Redis' own "not now" errors, relayed as command errors while the database restarts, fails over
+# or runs a long script: they clear by themselves, so retry like a 503.
+_TRANSIENT_PREFIXES = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN")
 AUTH_ENV_NAMES = "KV_REST_API_TOKEN (or UPSTASH_REDIS_REST_TOKEN)"
 URL_ENV_NAMES = "KV_REST_API_URL (or UPSTASH_REDIS_REST_URL)"
 
@@ -62,8 +65,8 @@ class KVClient:
     `command("SET", "k", "v", "NX", "PX", 30000)` returns the decoded `result` (`"OK"`,
     `None`, ints, strings, lists). Errors: 401 → `UpstreamAuthError`, `{"error"}` →
     `UpstreamRejected` (`UpstreamAuthError` for `NOPERM`, i.e. a read-only token;
-    `UpstreamUnavailable` for the plan's request quotas), 429/5xx/network →
-    `UpstreamUnavailable`, anything unparseable → `UpstreamProtocolError`.
+    `UpstreamUnavailable` for the plan's request quotas and Redis' LOADING/BUSY/TRYAGAIN),
+    429/5xx/network → `UpstreamUnavailable`, anything unparseable → `UpstreamProtocolError`.
     """
 
     def __init__(
@@ -160,6 +163,14 @@ class KVClient:
                     f"{name} refused: the Upstash plan's request quota is used up "
                     f"({excerpt(error, 120)}); it clears by itself. If it keeps happening, "
                     "raise the KV store's plan limits (Vercel → Storage, or the Upstash console)",
+                    status=status,
+                    body_excerpt=body_text,
+                )
+            if error.split(" ", 1)[0] in _TRANSIENT_PREFIXES:
+                raise UpstreamUnavailable(
+                    SERVICE,
+                    f"{name} failed while the KV store is restarting or busy "
+                    f"({excerpt(error, 120)}); it clears by itself",
                     status=status,
                     body_excerpt=body_text,
                 )

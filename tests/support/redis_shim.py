@@ -1,18 +1,18 @@
 """An Upstash-REST server over a real `redis-server` (redis-py), with fault injection.
 
-Same wire shapes as `tests.support.kvshim` (it is that shim with a real Redis behind it), plus
-faults queued with `inject(kind, match, times, seconds)`:
+Same protocol as `tests.support.kvshim` (both serve `tests.support.upstash_rest`), with a real
+Redis behind it, plus faults queued with `inject(kind, match, times, seconds)`:
 - `refuse`: answer Upstash's quota error (HTTP 400 `ERR max requests limit exceeded`) without
   executing: a write the store refused;
 - `delay`: wait `seconds`, then execute and answer;
 - `drop`: execute, then cut the connection without an answer (the client cannot know it landed);
 - `drip`: execute, then send the answer a byte every `seconds`.
-While Redis is down (`RedisServer.restart()`), commands answer HTTP 503.
+While Redis is down (`RedisServer.restart()`), commands answer HTTP 400 `LOADING ...` (an
+assumption, see `upstash_rest.BACKEND_DOWN_ERROR`: the reference documents no 5xx).
 """
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -24,9 +24,16 @@ import redis
 from werkzeug.wrappers import Request, Response
 
 from tests.support.fake_amo_oauth import _drip
-from tests.support.kvshim import SHIM_TOKEN, KVShim
 from tests.support.loopback import serving
 from tests.support.redis_server import RedisServer
+from tests.support.upstash_rest import (
+    SHIM_TOKEN,
+    RestError,
+    UpstashRestServer,
+    json_response,
+    parse_commands,
+    raw_client,
+)
 
 Command = list[Any]
 QUOTA_ERROR = "ERR max requests limit exceeded. Limit: 1000, Usage: 1000"
@@ -58,18 +65,31 @@ class Fault:
 
 
 @dataclass
-class RedisRestShim(KVShim):
-    backend: RedisServer | None = None
+class RedisRestShim(UpstashRestServer):
+    server: RedisServer | None = None
     faults: list[Fault] = field(default_factory=list)
     fired: list[tuple[str, str]] = field(default_factory=list)
     _client: redis.Redis | None = None
+    _raw: redis.Redis | None = None
 
     @property
-    def redis(self) -> Any:  # a real Redis client instead of fakeredis
+    def redis(self) -> redis.Redis:
+        """Direct access for assertions and setup (decoded replies, redis-py conveniences)."""
         if self._client is None:
-            assert self.backend is not None
-            self._client = self.backend.client()
+            assert self.server is not None
+            self._client = self.server.client()
         return self._client
+
+    def backend(self) -> redis.Redis:
+        if self._raw is None:
+            assert self.server is not None
+            self._raw = raw_client(redis.Redis(host="127.0.0.1", port=self.server.port))
+        return self._raw
+
+    def close(self) -> None:
+        for client in (self._client, self._raw):
+            if client is not None:
+                client.close()
 
     def inject(
         self,
@@ -98,18 +118,15 @@ class RedisRestShim(KVShim):
 
     def _handle(self, request: Request) -> Response:
         try:
-            command = json.loads(request.get_data())
-        except ValueError:
-            command = None
-        fault = self._take_fault(command) if isinstance(command, list) and command else None
+            _, commands = parse_commands(request)
+        except RestError:
+            commands = []  # the shared handler answers it
+        fault = next((f for f in map(self._take_fault, commands) if f is not None), None)
         if fault is not None and fault.kind == "refuse":
-            return _json({"error": QUOTA_ERROR}, 400)
+            return json_response({"error": QUOTA_ERROR}, 400)
         if fault is not None and fault.kind == "delay":
             time.sleep(fault.seconds)  # the fault itself: a slow store
-        try:
-            response = super()._handle(request)
-        except (redis.ConnectionError, redis.TimeoutError):
-            return _json({"error": "ERR the database is restarting"}, 503)
+        response = super()._handle(request)
         if fault is not None and fault.kind == "drop":
             sock = request.environ.get("werkzeug.socket")
             if isinstance(sock, socket.socket):
@@ -120,19 +137,16 @@ class RedisRestShim(KVShim):
         return response
 
 
-def _json(body: dict[str, Any], status: int) -> Response:
-    return Response(json.dumps(body), status=status, content_type="application/json")
-
-
 @contextmanager
 def running_redis_shim(backend: RedisServer, token: str = SHIM_TOKEN) -> Iterator[RedisRestShim]:
     """Serve the shim on an ephemeral loopback port (threaded) in front of `backend`."""
-    shim = RedisRestShim(token=token, backend=backend)
-    with serving(shim.app, "redis-rest-shim") as url:
-        shim.url = url
-        yield shim
-    if shim._client is not None:
-        shim._client.close()
+    shim = RedisRestShim(token=token, server=backend)
+    try:
+        with serving(shim.app, "redis-rest-shim") as url:
+            shim.url = url
+            yield shim
+    finally:
+        shim.close()
 
 
 def flush(backend: RedisServer) -> None:
