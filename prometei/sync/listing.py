@@ -206,6 +206,7 @@ class LeadListing:
             page_number: int | None = 1
             while page_number is not None:
                 page = self._fetch(query, page_number)
+                _check_window(page, window)
                 new = []
                 for lead in page.leads:
                     listed[lead.id] = lead
@@ -261,6 +262,15 @@ class LeadListing:
         if page.full and second > 0 and stamps and stamps[-1] < second - 1:
             raise _not_as_asked(f"ignored filter[updated_at][from]={second - 1}")
         return [lead for lead in page.leads if (lead.updated_at or 0) >= second]
+
+
+def _check_window(page: LeadPage, window: tuple[int, int]) -> None:
+    """Every lead of a by-id page lies in the asked `filter[updated_at]` window (whichever
+    reading of the bounds); one outside means amoCRM ignored the filter, and listing the
+    whole account by id, pass after pass, is what would follow."""
+    low, high = window
+    if any(not low <= (lead.updated_at or 0) <= high for lead in page.leads):
+        raise _not_as_asked(f"ignored filter[updated_at] from={low} to={high}")
 
 
 def _ordered(leads: list[LeadSnapshot]) -> list[LeadSnapshot]:
