@@ -85,18 +85,24 @@ def test_every_lead_is_listed_while_managers_edit_leads(wired, exclusive_bounds)
             assert (lead_id, updated) in got
 
 
-@pytest.mark.parametrize("exclusive_bounds", [False, True], ids=["inclusive", "exclusive"])
-def test_a_second_crowded_with_more_leads_than_a_page_is_listed_whole(
-    wired, exclusive_bounds
-) -> None:
-    wired.amo.exclusive_updated_range = exclusive_bounds
-    wired.add_leads(5)  # seconds 0..4
+def crowded_account(wired: WiredAmo) -> None:
+    """Leads 1-5 (seconds 0..4), 100-134 all updated at second 10 (more than a page of 10),
+    then 200-202 at seconds 11..13."""
+    wired.add_leads(5)
     crowded = BASE_TIME + 10
     for lead_id in range(100, 135):
         wired.amo.add_lead(lead_id, updated_at=crowded)
     wired.add_leads(3, first=200, spacing=1)
     for n, lead_id in enumerate(range(200, 203)):
         wired.amo.touch_at(lead_id, crowded + 1 + n)
+
+
+@pytest.mark.parametrize("exclusive_bounds", [False, True], ids=["inclusive", "exclusive"])
+def test_a_second_crowded_with_more_leads_than_a_page_is_listed_whole(
+    wired, exclusive_bounds
+) -> None:
+    wired.amo.exclusive_updated_range = exclusive_bounds
+    crowded_account(wired)
     # While the crowded second is listed by id, one of its leads is edited (it leaves the
     # second, the id pages shift): the next pass notices and lists again.
     wired.amo.after_list = lambda n: wired.amo.touch(110) if n == 4 else None
@@ -118,13 +124,7 @@ def test_leads_deleted_while_listing_leave_the_list_and_skip_nobody(
     """amoCRM lists deleted leads only under `with=only_deleted` (reference §3.1), so a lead
     deleted mid-run leaves the list: by-updated pages cannot shift, by-id pages can."""
     wired.amo.exclusive_updated_range = exclusive_bounds
-    wired.add_leads(5)
-    crowded = BASE_TIME + 10
-    for lead_id in range(100, 135):
-        wired.amo.add_lead(lead_id, updated_at=crowded)
-    wired.add_leads(3, first=200, spacing=1)
-    for n, lead_id in enumerate(range(200, 203)):
-        wired.amo.touch_at(lead_id, crowded + 1 + n)
+    crowded_account(wired)
     deletions = {1: (130, 201), 3: (101,)}  # after answer 3 (the first by-id page) ids shift
     wired.amo.after_list = lambda n: [wired.amo.delete_lead(i) for i in deletions.get(n, ())]
     listing = LeadListing(wired.client(), page_size=10)
