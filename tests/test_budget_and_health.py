@@ -17,6 +17,8 @@ from prometei.cli import cli, main
 from prometei.config import settings_from_mapping
 from prometei.errors import ConfigError
 from tests.conftest import TEST_SECRETS
+from tests.fakes.amocrm import PROBLEM_JSON
+from tests.fakes.web import Reply
 from tests.support.amo_listing import WiredAmo, fake_amo
 
 SECRET = TEST_SECRETS["AMOCRM_WEBHOOK_SECRET"]
@@ -254,6 +256,25 @@ def test_register_enables_a_disabled_subscription_in_both_readings(amo, post_ree
     assert result.output.startswith("enabled again:")
     hook = amo.amo.webhooks[OURS]
     assert not hook.disabled and hook.settings == ["status_lead", "update_lead"]
+
+
+@pytest.mark.parametrize("refusal", [404, 405])
+def test_register_says_so_when_the_assumed_delete_is_not_there(amo, refusal) -> None:
+    """DELETE /api/v4/webhooks is not in our reference: an account without it (and with a
+    POST that refuses an existing destination) leaves ours disabled, and register says so."""
+    amo.amo.subscribe(OURS, ["status_lead"], disabled=True)
+    amo.amo.post_reenables_webhook = False
+    amo.amo.fail_next(
+        Reply.json({"title": "No such route", "status": refusal}, refusal, PROBLEM_JSON),
+        match=lambda request: request.method == "DELETE",
+    )
+
+    result = command("webhook", "register")
+
+    assert result.exit_code == 1
+    assert "not registered: could not re-create the subscription" in result.output
+    assert amo.amo.webhooks[OURS].disabled
+    assert len(amo.amo.requests("DELETE", "/api/v4/webhooks")) == 1
 
 
 def test_register_with_a_public_url_option_and_without_one(amo, set_env) -> None:

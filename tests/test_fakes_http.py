@@ -3,6 +3,7 @@ faults, the request log, a closed port, and the project's own clients talking to
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 
@@ -128,15 +129,84 @@ def test_amocrm_fake_refuses_other_tokens(amo) -> None:
     assert answer.headers["Content-Type"] == "application/problem+json"
 
 
-def test_amocrm_fake_429_carries_retry_after(amo) -> None:
+@pytest.mark.parametrize(
+    ("reply", "header", "asked_wait_s"),
+    [(rate_limited(), None, 10.0), (rate_limited(retry_after_s=2), "2", 2.0)],
+    ids=["as-documented", "retry-after-asked-for"],
+)
+def test_amocrm_fake_429_is_an_html_page_with_retry_after_only_when_asked(
+    amo, reply, header, asked_wait_s
+) -> None:
     fake, url = amo
     fake.add_lead(1)
-    fake.fail_next(rate_limited(retry_after_s=2))
+    fake.fail_next(reply)
 
     with pytest.raises(UpstreamUnavailable) as limited:
         amo_client(url).get_lead(1)
 
-    assert limited.value.status == 429 and limited.value.retry_after_seconds == 2
+    assert reply.headers.get("Retry-After") == header
+    assert reply.headers["Content-Type"].startswith("text/html")
+    assert limited.value.status == 429 and limited.value.retry_after_seconds == asked_wait_s
+
+
+def amo_get(
+    fake: FakeAmoCRM, path: str, at: float = 0.0, query: dict[str, str] | None = None
+) -> Reply:
+    """`GET path?query` straight to the fake (no transport), arriving at `at`."""
+    return fake.handle(
+        FakeRequest(
+            "GET",
+            path,
+            {name: [value] for name, value in (query or {}).items()},
+            {"authorization": f"Bearer {TOKEN}"},
+            at=at,
+        )
+    )
+
+
+def test_amocrm_fake_enforces_amocrms_limit_only_when_asked() -> None:
+    fake = FakeAmoCRM(access_tokens=(TOKEN,))
+    burst = [100.0 + n * 0.1 for n in range(8)]  # 8 requests within 0.7 s
+
+    free = [amo_get(fake, "/api/v4/account", at).status for at in burst]
+    fake.reset()
+    fake.enforce_rate_limit = 7
+    enforced = [amo_get(fake, "/api/v4/account", at) for at in burst]
+    next_second = amo_get(fake, "/api/v4/account", at=101.75)  # only itself in (100.75, 101.75]
+
+    assert free == [200] * 8
+    assert [reply.status for reply in enforced] == [200] * 7 + [429]
+    assert "Retry-After" not in enforced[-1].headers
+    assert enforced[-1].headers["Content-Type"].startswith("text/html")
+    assert next_second.status == 200
+
+
+def test_amocrm_fake_lists_deleted_leads_only_with_only_deleted() -> None:
+    fake = FakeAmoCRM(access_tokens=(TOKEN,))
+    for lead_id in (1, 2, 3):
+        fake.add_lead(lead_id)
+    fake.delete_lead(2)
+
+    listed = json.loads(amo_get(fake, "/api/v4/leads").text())["_embedded"]["leads"]
+    deleted = json.loads(amo_get(fake, "/api/v4/leads", query={"with": "only_deleted"}).text())
+
+    assert [lead["id"] for lead in listed] == [1, 3]
+    [only] = deleted["_embedded"]["leads"]
+    assert (only["id"], only["is_deleted"]) == (2, True)
+    assert set(only) == {"id", "updated_at", "is_deleted", "_links"}
+
+
+@pytest.mark.parametrize(("answer", "status"), [(204, 204), (404, 404), ("lead", 200)])
+def test_amocrm_fake_answers_a_deleted_lead_by_id_in_each_reading(amo, answer, status) -> None:
+    fake, url = amo
+    fake.add_lead(7)
+    fake.delete_lead(7)
+    fake.deleted_lead_answer = answer
+
+    lead = amo_client(url).get_lead(7)
+
+    assert fake.log[-1].status == status
+    assert (lead is not None and lead.is_deleted) if answer == "lead" else lead is None
 
 
 def test_amocrm_fake_rotates_refresh_tokens_and_accepts_the_new_access_token(amo) -> None:

@@ -206,6 +206,30 @@ def test_deleted_lead_ends_as_skipped(app_client, mock, erp) -> None:
     assert erp.calls == []
 
 
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (204, "lead not found in amoCRM (deleted or no access)"),
+        (404, "lead not found in amoCRM (deleted or no access)"),
+        ("lead", "lead is deleted in amoCRM"),
+    ],
+)
+def test_a_lead_deleted_after_its_webhook_ends_as_skipped_in_every_reading(
+    app_client, amo_account, erp, answer, reason
+) -> None:
+    """What amoCRM answers for a deleted lead by id is an open question of the reference
+    (amocrm.md §6.5: 204 or 404); the fake can also serve it with `is_deleted: true`."""
+    amo_account.add_lead(LEAD_ID)
+    amo_account.delete_lead(LEAD_ID)
+    amo_account.deleted_lead_answer = answer
+
+    run = run_function(app_client, FN, status_event())
+
+    assert run.output == {"status": "skipped", "reason": reason, "lead_id": LEAD_ID}
+    assert amo_account.lead_reads(LEAD_ID) == 1
+    assert erp.calls == []
+
+
 def test_amocrm_401_with_a_long_lived_token_fails_without_retrying(app_client, mock, erp) -> None:
     mock.get(lead_url(), status=401, json={"title": "Unauthorized", "status": 401})
     run = run_function(app_client, FN, status_event())

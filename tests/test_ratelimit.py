@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from prometei.amocrm import budget
-from prometei.amocrm.client import AmoCRMClient
+from prometei.amocrm.client import (
+    BRAKE_WITHOUT_RETRY_AFTER_S,
+    RATE_LIMITED_BACKOFF_SECONDS,
+    AmoCRMClient,
+)
 from prometei.amocrm.ratelimit import COOLDOWN_S, Brake, SlidingWindowLimiter
 from prometei.errors import UpstreamUnavailable
+from prometei.services import get_services
 from tests.fakes.amocrm import FakeAmoCRM, rate_limited
 from tests.support.amo_listing import FakeClock, Tokens
 from tests.support.loopback import LoopbackServer
@@ -139,17 +144,19 @@ def amo() -> Iterator[tuple[FakeAmoCRM, str]]:
         server.stop()
 
 
-def hammer(client: AmoCRMClient, threads: int, each: int) -> list[BaseException]:
+def hammer(calls: list[Callable[[], object]], each: int) -> list[BaseException]:
+    """One thread per entry of `calls` (an amoCRM request; entries may repeat), each making
+    it `each` times; the 429s and 5xx they met."""
     errors: list[BaseException] = []
 
-    def worker() -> None:
+    def worker(call: Callable[[], object]) -> None:
         for _ in range(each):
             try:
-                client.get_lead(4242)
+                call()
             except UpstreamUnavailable as exc:
                 errors.append(exc)
 
-    started = [threading.Thread(target=worker) for _ in range(threads)]
+    started = [threading.Thread(target=worker, args=(call,)) for call in calls]
     for thread in started:
         thread.start()
     for thread in started:
@@ -164,7 +171,7 @@ def test_many_threads_never_put_more_than_the_limit_into_any_second_at_the_fake(
     limiter = SlidingWindowLimiter(7)
     client = AmoCRMClient(Tokens(TOKEN), limiter=limiter, api_base_url=url)
 
-    assert hammer(client, threads=8, each=3) == []
+    assert hammer([lambda: client.get_lead(4242)] * 8, each=3) == []
 
     assert fake.lead_reads(4242) == 24
     assert fake.peak_rate(1.0) <= 7
@@ -172,26 +179,67 @@ def test_many_threads_never_put_more_than_the_limit_into_any_second_at_the_fake(
     assert limiter.waited_s > 0
 
 
-def test_one_429_pauses_every_thread_of_the_process_for_amocrms_wait(amo) -> None:
+@pytest.mark.parametrize(
+    ("retry_after_s", "pause_s", "asked_wait_s"),
+    [
+        # amoCRM as the reference has it (§4.1): no Retry-After. The brake's own default
+        # stops the process; the failed request is retried after the long back-off.
+        (None, BRAKE_WITHOUT_RETRY_AFTER_S, RATE_LIMITED_BACKOFF_SECONDS),
+        # The other reading: amoCRM names its wait, and the brake and the retry take it.
+        (1, 1.0, 1.0),
+    ],
+    ids=["no-retry-after", "retry-after-1"],
+)
+def test_one_429_pauses_every_thread_of_every_lane_of_the_process(
+    amo, retry_after_s, pause_s, asked_wait_s
+) -> None:
     fake, url = amo
-    fake.fail_next(rate_limited(retry_after_s=1))
-    budget.reset_for_tests()
-    brake = budget.process_brake()
-    client = AmoCRMClient(
-        Tokens(TOKEN), limiter=SlidingWindowLimiter(7, brake=brake), api_base_url=url
+    fake.fail_next(rate_limited(retry_after_s))
+    settings = get_services().settings
+    runs, reconcile = (
+        AmoCRMClient(Tokens(TOKEN), limiter=budget.limiter_for(settings, lane), api_base_url=url)
+        for lane in ("runs", "reconcile")
     )
+    brake = budget.process_brake()
 
-    errors = hammer(client, threads=4, each=2)
+    # The runs lane reads the lead, the reconcile lane the account: the log tells them apart.
+    errors = hammer([lambda: runs.get_lead(4242)] * 4 + [reconcile.account], each=2)
 
-    assert len(errors) == 1 and errors[0].retry_after_seconds == 1.0
-    assert len(fake.log) == 8
+    assert len(errors) == 1 and errors[0].retry_after_seconds == asked_wait_s
+    assert len(fake.log) == 10
     [limited] = [entry for entry in fake.log if entry.status == 429]
     assert limited.answered_at is not None
     # Requests already on their way when the 429 came back arrive within a few ms; after
-    # that nothing leaves this process, from any thread, until amoCRM's 1 s are over.
+    # that nothing leaves this process, from any thread of either lane, until the pause is
+    # over.
     settled = limited.answered_at + 0.1
-    later = [entry.at for entry in fake.log if entry.at > settled]
-    assert later, "every request went out before the 429: the pause was not exercised"
-    assert min(later) >= limited.answered_at + 1.0 - 0.05
+    later = [entry for entry in fake.log if entry.at > settled]
+    assert {entry.path for entry in later} == {"/api/v4/leads/4242", "/api/v4/account"}
+    assert min(entry.at for entry in later) >= limited.answered_at + pause_s - 0.05
     assert brake.engaged == 1
-    budget.reset_for_tests()
+
+
+def test_the_whole_process_budget_never_trips_amocrms_own_limit_under_a_burst(amo) -> None:
+    """The fake enforces amoCRM's 7/s itself (429 for the 8th request in a sliding second).
+    Every lane of one process at once, threads, some slow answers: not one 429."""
+    fake, url = amo
+    fake.enforce_rate_limit = 7
+    fake.fail_next(delay_s=0.2, times=5)
+    settings = get_services().settings
+    clients = {
+        lane: AmoCRMClient(
+            Tokens(TOKEN), limiter=budget.limiter_for(settings, lane), api_base_url=url
+        )
+        for lane in budget.LANES
+    }
+    burst = [lambda: clients["runs"].get_lead(4242)] * 8 + [
+        lambda: clients["backfill"].get_lead(4242),
+        clients["reconcile"].account,
+    ]
+
+    errors = hammer(burst, each=2)
+
+    assert errors == []
+    assert [entry.status for entry in fake.log] == [200] * 20
+    assert fake.peak_rate(1.0) >= 6  # the budget is used, not wasted
+    assert budget.process_brake().engaged == 0

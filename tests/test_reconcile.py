@@ -259,7 +259,27 @@ def test_autorepair_leaves_a_switch_over_to_the_operator(app_client, live, set_e
 
 
 def test_without_a_public_url_the_webhook_check_is_skipped_not_failed(app_client, live) -> None:
+    wired, _ = live
     run = run_function(app_client, FN, cron())
     assert run.status == "Completed", run.output
     assert run.output["webhook"]["state"] == "not_configured"
     assert "PUBLIC_URL" in run.output["webhook"]["fix"]
+    assert [(e.method, e.path) for e in wired.amo.log] == [("GET", "/api/v4/leads")]
+
+
+def test_a_quiet_run_costs_one_list_request_and_one_webhook_list(app_client, live, set_env) -> None:
+    """The README's arithmetic: nothing changed, PUBLIC_URL set, our webhook fine."""
+    wired, sent = live
+    set_env(PUBLIC_URL="https://prometei.example.com")
+    wired.amo.subscribe(OUR_HOOK, ["status_lead"])
+    assert run_function(app_client, FN, cron()).status == "Completed"  # fixes the cursor
+    before = len(wired.amo.log)
+
+    run = run_function(app_client, FN, cron())
+
+    assert run.status == "Completed", run.output
+    assert run.output["webhook"]["state"] == "ok" and sent == []
+    assert sorted((e.method, e.path) for e in wired.amo.log[before:]) == [
+        ("GET", "/api/v4/leads"),
+        ("GET", "/api/v4/webhooks"),
+    ]

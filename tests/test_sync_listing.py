@@ -85,18 +85,24 @@ def test_every_lead_is_listed_while_managers_edit_leads(wired, exclusive_bounds)
             assert (lead_id, updated) in got
 
 
-@pytest.mark.parametrize("exclusive_bounds", [False, True], ids=["inclusive", "exclusive"])
-def test_a_second_crowded_with_more_leads_than_a_page_is_listed_whole(
-    wired, exclusive_bounds
-) -> None:
-    wired.amo.exclusive_updated_range = exclusive_bounds
-    wired.add_leads(5)  # seconds 0..4
+def crowded_account(wired: WiredAmo) -> None:
+    """Leads 1-5 (seconds 0..4), 100-134 all updated at second 10 (more than a page of 10),
+    then 200-202 at seconds 11..13."""
+    wired.add_leads(5)
     crowded = BASE_TIME + 10
     for lead_id in range(100, 135):
         wired.amo.add_lead(lead_id, updated_at=crowded)
     wired.add_leads(3, first=200, spacing=1)
     for n, lead_id in enumerate(range(200, 203)):
         wired.amo.touch_at(lead_id, crowded + 1 + n)
+
+
+@pytest.mark.parametrize("exclusive_bounds", [False, True], ids=["inclusive", "exclusive"])
+def test_a_second_crowded_with_more_leads_than_a_page_is_listed_whole(
+    wired, exclusive_bounds
+) -> None:
+    wired.amo.exclusive_updated_range = exclusive_bounds
+    crowded_account(wired)
     # While the crowded second is listed by id, one of its leads is edited (it leaves the
     # second, the id pages shift): the next pass notices and lists again.
     wired.amo.after_list = lambda n: wired.amo.touch(110) if n == 4 else None
@@ -109,6 +115,28 @@ def test_a_second_crowded_with_more_leads_than_a_page_is_listed_whole(
     assert (110, wired.amo.leads[110].updated_at) in got  # its new version, later
     assert len(got) == len(set(got))  # the second pass hands out nothing twice
     assert listing.inclusive is not exclusive_bounds  # learnt from the answers
+
+
+@pytest.mark.parametrize("exclusive_bounds", [False, True], ids=["inclusive", "exclusive"])
+def test_leads_deleted_while_listing_leave_the_list_and_skip_nobody(
+    wired, exclusive_bounds
+) -> None:
+    """amoCRM lists deleted leads only under `with=only_deleted` (reference §3.1), so a lead
+    deleted mid-run leaves the list: by-updated pages cannot shift, by-id pages can."""
+    wired.amo.exclusive_updated_range = exclusive_bounds
+    crowded_account(wired)
+    deletions = {1: (130, 201), 3: (101,)}  # after answer 3 (the first by-id page) ids shift
+    wired.amo.after_list = lambda n: [wired.amo.delete_lead(i) for i in deletions.get(n, ())]
+    listing = LeadListing(wired.client(), page_size=10)
+
+    got = versions(listed(listing))
+    ids = [lead_id for lead_id, _ in got]
+
+    gone_before_listed = {130, 201}
+    assert set(ids) == (set(range(1, 6)) | set(range(100, 135)) | {200, 202}) - gone_before_listed
+    assert 101 in ids  # listed before it was deleted, and once
+    assert 110 in ids  # shifted onto the by-id page already read: the second pass has it
+    assert len(ids) == len(set(ids))
 
 
 def test_a_thousand_leads_cost_five_requests_and_a_quiet_account_one(wired) -> None:
@@ -177,6 +205,56 @@ def test_an_answer_that_ignores_the_query_stops_the_listing(stamps, problem) -> 
             listed(listing, start=BASE_TIME + 100)
     assert not caught.value.retryable
     assert listing.requests == 1  # stopped at once: no loop over the same answer
+
+
+@pytest.mark.parametrize(
+    ("ignored", "problem"),
+    [
+        ("filter[updated_at]", "ignored filter[updated_at]"),
+        ("order", "did not sort the leads by updated_at"),
+    ],
+)
+def test_an_account_that_ignores_the_assumed_time_filter_or_order_stops_the_listing(
+    wired, ignored, problem
+) -> None:
+    """`filter[updated_at]` and `order[...]` come from Kommo's public pages, not from our
+    reference (it documents `limit` and `page`). An account that ignores them is caught
+    within a few requests, before anything is skipped or listed in a loop."""
+    for n in range(30):  # ids run against time: id order is not time order
+        wired.amo.add_lead(100 - n, updated_at=BASE_TIME + n)
+    wired.amo.ignored_list_params = {ignored}
+    listing = LeadListing(wired.client(), page_size=10)
+
+    with pytest.raises(UpstreamProtocolError, match=re.escape(problem)) as caught:
+        listed(listing, start=BASE_TIME + 5)
+
+    assert not caught.value.retryable
+    assert listing.requests <= 3
+    assert any(key.startswith(ignored) for key in wired.amo.log[0].query)  # asked, ignored
+
+
+@pytest.mark.parametrize(
+    ("ignored", "wanted"),
+    [
+        ("filter[pipeline_id]", LeadFilter(pipeline_id=77)),
+        ("filter[statuses]", LeadFilter(pipeline_id=77, status_ids=(142,))),
+    ],
+)
+def test_an_account_that_ignores_the_pipeline_or_stage_filter_still_lists_the_right_leads(
+    wired, ignored, wanted
+) -> None:
+    wired.add_leads(20, pipeline_id=77)
+    for lead_id in range(1, 21, 2):
+        wired.amo.leads[lead_id].pipeline_id = 88
+    wired.amo.leads[2].status_id = 143
+    wired.amo.ignored_list_params = {ignored}
+
+    got = listed(LeadListing(wired.client(), page_size=5), wanted=wanted)
+
+    assert any(key.startswith(ignored) for key in wired.amo.log[0].query)  # asked, ignored
+    assert len(got) == 20  # every lead of the account came back
+    expected = [n for n in range(2, 21, 2) if wanted.status_ids == () or n != 2]
+    assert [lead.id for lead in got if wanted.wants(lead)] == expected  # dropped here
 
 
 def test_cursor_covers_the_leads_behind_it() -> None:

@@ -18,8 +18,12 @@ The shares add up to at most 7 (checked when the settings load). Each lane is en
 - across processes for the runs lane, by the handler's Inngest throttle: at most
   `share // requests_per_run` runs start per second, so a run that makes two requests (a
   contact read, a write-back note) counts as two.
-The listing lanes have one process each at a time (the backfill command; the reconcile
-function runs with concurrency 1), so their limiter is their whole share.
+The reconcile function runs with concurrency 1 and a backfill is meant to run alone, so a
+listing lane's limiter is its whole share. Not covered (README "amoCRM's rate limit"): two
+backfills at once; doctor and `webhook register/status` (reconcile lane, own process) during a
+reconcile run; token refreshes; the failure-note handler's notes (they pass the runs limiter of
+their instance, not the throttle); steps and retries across instances (the throttle bounds run
+starts only).
 
 Why a fixed split and not a token bucket in the store: a shared bucket would cost one or two
 KV round-trips on every amoCRM request (and tie every amoCRM call to KV being up); the split

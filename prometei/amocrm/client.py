@@ -56,7 +56,8 @@ SERVICE = "amocrm"
 MAX_PAGE_SIZE = 250  # amoCRM v4 list endpoints refuse larger pages
 # The limiter of a client built without one (tests, one-off scripts): below amoCRM's 7/s.
 DEFAULT_LIMIT = 5
-# amoCRM documents these sort fields for lists (leads-api: created_at, updated_at, id).
+# Sort fields for lists: assumed (Kommo's public leads-api page, not in our reference, which
+# documents only `page` and `limit`); prometei.sync.listing detects an answer that ignores them.
 ORDER_FIELDS = ("created_at", "updated_at", "id")
 # amoCRM documents no Retry-After and its 429 page rarely has one. Repeated 429s get the whole
 # account blocked (403 on every call), so back off well past the 1-second window.
@@ -85,12 +86,14 @@ class TokenSource(Protocol):
 class LeadQuery:
     """What `list_leads` asks amoCRM to filter and sort by.
 
-    Documented (amoCRM leads-api and filters-api pages): `filter[pipeline_id]` (one or many),
-    `filter[statuses]` (pipeline + stage pairs), `filter[updated_at]` as a from/to range,
-    `order[<created_at|updated_at|id>]=asc|desc`. Not documented, so callers must not rely
-    on them: whether the range bounds are inclusive, the order of leads that tie on the sort
-    field, and whether several stage pairs work at once (Kommo's page says one stage per
-    pipeline). `prometei.sync.listing` checks every answer against the query itself.
+    Our reference (amocrm.md §3.1) documents only `limit` (up to 250) and `page` for lists.
+    Every field here is assumed (public Kommo docs, not in our reference; answers that ignore
+    it are detected: `prometei.sync.listing` checks every answer against the query):
+    `filter[pipeline_id]`, `filter[statuses]` (pipeline + stage pairs), `filter[updated_at]`
+    as a from/to range, `order[<created_at|updated_at|id>]=asc|desc`. Documented nowhere, so
+    callers must not rely on them: whether the range bounds are inclusive, the order of leads
+    that tie on the sort field, and whether several stage pairs work at once (Kommo's page
+    says one stage per pipeline).
     """
 
     pipeline_id: int | None = None
@@ -385,7 +388,8 @@ def _lead_filters(query: LeadQuery) -> dict[str, str]:
     if query.status_ids:
         if query.pipeline_id is None:
             raise InputError("status_ids need a pipeline_id: amoCRM filters stages per pipeline")
-        # amoCRM's bracket syntax: one filter[statuses][i] object per (pipeline, stage) pair.
+        # Kommo's bracket syntax (assumed, see LeadQuery): one filter[statuses][i] object per
+        # (pipeline, stage) pair.
         for index, status_id in enumerate(query.status_ids):
             params[f"filter[statuses][{index}][pipeline_id]"] = str(int(query.pipeline_id))
             params[f"filter[statuses][{index}][status_id]"] = str(int(status_id))

@@ -11,10 +11,17 @@ AMOCRM_WEBHOOK_ALLOW_LEGACY_URL=1 deliver only while that switch-over setting st
 (`temporary`); anything else on our intake is refused with 401 (`stale_token`).
 `repair()` subscribes the canonical URL (`POST /api/v4/webhooks`).
 
-Documented (webhooks-api page, Kommo's add-webhooks): the list answer
-`_embedded.webhooks[]` with `id, destination, disabled, settings, ...`; `filter[destination]`;
-POST `{destination, settings}` returns the webhook; admin rights are needed.
-Not documented, so both readings are handled:
+Documented (reference amocrm.md §1.1: webhooks-api page, Kommo's add-webhooks): GET lists
+`_embedded.webhooks[]` with `id, destination, disabled, settings, ...`; POST
+`{destination, settings}` subscribes; an account administrator's token is needed.
+Assumed (public Kommo docs, not in our reference; answers that ignore it are detected:
+`repair` looks again after every change and reports the state amoCRM shows):
+- `DELETE /api/v4/webhooks` with `{destination}` unsubscribes (used only when POST left an
+  existing destination disabled; a 404 leaves it disabled, another refusal is reported);
+- a non-administrator's token gets 403 (the fix then names the administrator; any other
+  refusal is shown with amoCRM's detail);
+- `filter[destination]` is not used: we list every subscription and find ours here.
+Documented nowhere, so both readings are handled:
 - whether POST for a destination that exists (disabled) re-enables it, updates it, or is
   refused: we POST, look again, and if it is still not enabled, DELETE it and POST again;
 - the DELETE answer (204, or 200 with `{"result": true}`): any 2xx is success;

@@ -18,16 +18,23 @@ anything: a lead that was not edited keeps its `updated_at`, and c never passes 
 was handed out. An edited lead comes back later with its new `updated_at` (a new version).
 One request lists up to a page (250) of leads; a quiet account costs one request.
 
-What amoCRM documents and what is assumed (reference amocrm.md §3; leads-api, filters-api):
-- documented: `filter[updated_at]` is a from/to range; `order[updated_at|id]=asc|desc`;
-  `limit` up to 250; `filter[pipeline_id]`; `filter[statuses]` pairs.
-- not documented, so both readings are handled: whether `from`/`to` are inclusive (we ask
-  from c - 1 and drop what is older, and ask to c + 1 in the by-id window); the order of
+What our reference documents and what is assumed (reference amocrm.md §3.1):
+- documented: `page` and `limit` (up to 250) for lists; deleted leads are listed only with
+  `with=only_deleted`, which we never ask for (a lead deleted mid-run just leaves the list;
+  by-id pages may shift, which the two-equal-passes rule below catches).
+- assumed (public Kommo docs, not in our reference; answers that ignore it are detected):
+  `filter[updated_at][from|to]` (a full first page older than the bound, or a by-id page
+  outside the asked window, stops the listing); `order[updated_at]=asc` (a page out of
+  `updated_at` order stops it; one that is in order by chance cannot be told apart);
+  `order[id]` (never relied on: a crowded second ends only when two passes saw the same
+  leads); `filter[pipeline_id]` and `filter[statuses]` pairs (leads outside them are dropped
+  by `LeadFilter.wants`: ignoring them costs requests, not leads).
+- documented nowhere, so both readings are handled: whether `from`/`to` are inclusive (we
+  ask from c - 1 and drop what is older, and ask to c + 1 in the by-id window); the order of
   leads that share a second (never relied on: a second is handed out whole); several stage
   pairs in one `filter[statuses]` (Kommo's page says one stage per pipeline, so several
   stages are asked for by pipeline and checked here).
-- every answer is checked: sorted by `updated_at`, filters applied. If amoCRM ignored them the
-  listing stops with an error instead of skipping or looping.
+A stop is an `UpstreamProtocolError` (not retryable): better than skipping or looping.
 """
 
 from __future__ import annotations
@@ -206,6 +213,7 @@ class LeadListing:
             page_number: int | None = 1
             while page_number is not None:
                 page = self._fetch(query, page_number)
+                _check_window(page, window)
                 new = []
                 for lead in page.leads:
                     listed[lead.id] = lead
@@ -261,6 +269,15 @@ class LeadListing:
         if page.full and second > 0 and stamps and stamps[-1] < second - 1:
             raise _not_as_asked(f"ignored filter[updated_at][from]={second - 1}")
         return [lead for lead in page.leads if (lead.updated_at or 0) >= second]
+
+
+def _check_window(page: LeadPage, window: tuple[int, int]) -> None:
+    """Every lead of a by-id page lies in the asked `filter[updated_at]` window (whichever
+    reading of the bounds); one outside means amoCRM ignored the filter, and listing the
+    whole account by id, pass after pass, is what would follow."""
+    low, high = window
+    if any(not low <= (lead.updated_at or 0) <= high for lead in page.leads):
+        raise _not_as_asked(f"ignored filter[updated_at] from={low} to={high}")
 
 
 def _ordered(leads: list[LeadSnapshot]) -> list[LeadSnapshot]:

@@ -1,22 +1,30 @@
 """A stand-in for one amoCRM account's API v4 (reference amocrm.md), transport-free.
 
-`FakeAmoCRM` holds the account and its leads (`add_lead`, `touch`), checks the bearer token on
-every `/api/` request (401 problem+json otherwise), and answers:
+`FakeAmoCRM` holds the account and its leads (`add_lead`, `touch`, `delete_lead`), checks the
+bearer token on every `/api/` request (401 problem+json otherwise), and answers:
 
     GET  /api/v4/account            the account (id, name, subdomain, current_user_id, ...)
     GET  /api/v4/leads/<id>         the lead in v4 shape, `_embedded.contacts` with ?with=contacts;
-                                    204 when there is no such lead (what amoCRM sends)
+                                    204 when there is no such lead (what amoCRM sends); a
+                                    deleted lead: `deleted_lead_answer` (204, 404 or the lead)
     GET  /api/v4/contacts/<id>      a contact added with `add_contact` (204 otherwise)
-    GET  /api/v4/leads              the list as amoCRM pages it: `filter[updated_at][from|to]`,
-                                    `filter[pipeline_id]`, `filter[statuses][i][...]`,
-                                    `filter[id]`, `order[updated_at|created_at|id]=asc|desc`,
-                                    `page` + `limit` (offset pages over the list as it is at the
-                                    moment of each request; 204 past the end; `_links.next`
-                                    while more follow). Leads that tie on the sort field come
-                                    newest id first, so nobody relies on an undocumented order
-    GET|POST|DELETE /api/v4/webhooks
-                                    the webhooks API (list with `filter[destination]`, subscribe
-                                    `{destination, settings}`, unsubscribe `{destination}`)
+    GET  /api/v4/leads              the list as amoCRM pages it: `page` + `limit` (<= 250; the
+                                    only list parameters the reference documents), offset
+                                    pages over the list as it is at the moment of each request,
+                                    204 past the end, `_links.next` while more follow. Deleted
+                                    leads are left out; `with=only_deleted` lists only them
+                                    (id, updated_at, is_deleted), as the reference says (§3.1).
+                                    Assumed from Kommo's public pages, not the reference:
+                                    `filter[updated_at][from|to]`, `filter[pipeline_id]`,
+                                    `filter[statuses][i][...]`, `filter[id]`,
+                                    `order[updated_at|created_at|id]=asc|desc`;
+                                    `ignored_list_params` makes the account ignore any of them.
+                                    Leads that tie on the sort field come newest id first, so
+                                    nobody relies on an undocumented order
+    GET|POST /api/v4/webhooks       the webhooks API (reference §1.1: list, subscribe
+                                    `{destination, settings}`); assumed, not in the reference:
+    DELETE /api/v4/webhooks         unsubscribe `{destination}`, the list's
+                                    `filter[destination]`, and 403 for a non-administrator
     POST /oauth2/access_token       refresh-token rotation (tests.support.fake_amo_oauth)
 
 and the write-back side (shapes as the official PHP SDK sends and reads them):
@@ -36,23 +44,27 @@ Every change made through the API is also queued in `outbox` as the webhook form
 What amoCRM leaves undocumented is a switch, so tests can run both readings:
 `exclusive_updated_range` (the from/to bounds exclude their second), `post_reenables_webhook`
 (POST for a destination that exists updates and enables it; else 400), `webhooks_forbidden`
-(the token's user is not an administrator: 403). `after_list(n)` runs after the n-th list
-answer, e.g. to edit leads while a listing pages through them. `peak_rate()` (the base class)
-counts requests in any sliding window, as amoCRM's limit does.
+(the token's user is not an administrator: 403), `deleted_lead_answer`, `ignored_list_params`.
+`after_list(n)` runs after the n-th list answer, e.g. to edit leads while a listing pages
+through them. `peak_rate()` (the base class) counts requests in any sliding window, as amoCRM's
+limit does; `enforce_rate_limit = 7` (off by default) makes the account answer 429 on its own to
+a request that makes more than 7 arrive within a sliding second.
 
-Faults come from `FakeService.fail_next` (429 with Retry-After: `rate_limited()`, 5xx, slow
-answers, 204/404); the request log records every request with a monotonic timestamp. Serve it
-with `tests.support.loopback.LoopbackServer(fake.wsgi, "fake-amocrm")` and point the project at
-it with AMOCRM_API_BASE_URL. New routes go into `__init__` (`self.routes.add(...)`).
+Faults come from `FakeService.fail_next` (`rate_limited()`: amoCRM's 429, an HTML page without
+Retry-After unless a test asks for one; 5xx, slow answers, 204/404); the request log records
+every request with a monotonic timestamp. Serve it with
+`tests.support.loopback.LoopbackServer(fake.wsgi, "fake-amocrm")` and point the project at it
+with AMOCRM_API_BASE_URL. New routes go into `__init__` (`self.routes.add(...)`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
@@ -69,6 +81,7 @@ DEFAULT_USER_ID = 938348
 # A text field of the account's leads, for AMOCRM_ERP_ID_FIELD.
 ERP_ID_FIELD = 977001
 LEAD_RIGHTS_ALL = {"view": "A", "edit": "A", "add": "A", "delete": "A", "export": "A"}
+DeletedLeadAnswer = Literal[204, 404, "lead"]
 
 
 @dataclass
@@ -92,6 +105,15 @@ class FakeLead:
             if item.get("field_id") == field_id:
                 return [str(v.get("value")) for v in item.get("values") or []]
         return []
+
+    def as_deleted(self, origin: str) -> dict[str, Any]:
+        """An item of the `with=only_deleted` list: id, modification date, `is_deleted` (§3.1)."""
+        return {
+            "id": self.id,
+            "updated_at": self.updated_at,
+            "is_deleted": True,
+            "_links": {"self": {"href": f"{origin}/api/v4/leads/{self.id}"}},
+        }
 
     def as_api(self, account_id: int, origin: str, *, with_contacts: bool) -> dict[str, Any]:
         """The `GET /api/v4/leads/{id}` body (reference amocrm.md §3.2)."""
@@ -183,12 +205,23 @@ class FakeAmoCRM(FakeService):
         self.webhooks: dict[str, FakeWebhook] = {}
         self.contacts: dict[int, dict[str, Any]] = {}
         self._webhook_ids = itertools.count(839_656)
-        self._clock = itertools.count(int(time.time()))
         self.list_answers = 0
         self.after_list: Callable[[int], None] | None = None
         self.exclusive_updated_range = False
         self.post_reenables_webhook = True
         self.webhooks_forbidden = False
+        # What `GET /api/v4/leads/<id>` answers for a deleted lead. The reference leaves it open
+        # (amocrm.md §6 question 5: 204 or 404; peers assume 204); "lead" is a third reading,
+        # 200 with `is_deleted: true` (the field is in the lead body, §3.2).
+        self.deleted_lead_answer: DeletedLeadAnswer = 204
+        # Opt-in: amoCRM's own limit (§4.1: 7 requests/s per integration). When set, an /api/
+        # request that makes more than this many arrive within a sliding second is answered
+        # `rate_limited()` (the refused ones count too: amoCRM sees them arrive).
+        self.enforce_rate_limit: int | None = None
+        # List parameters this account acts as if it never got (prefixes: "filter[updated_at]",
+        # "order", "filter[pipeline_id]", "filter[statuses]", "filter[id]"): the reference
+        # documents only `limit` and `page`, so an amoCRM that ignores the others is a reading.
+        self.ignored_list_params: set[str] = set()
         self.routes.add("GET", r"/api/v4/account", self._account)
         self.routes.add("GET", r"/api/v4/leads", self._list_leads)
         self.routes.add("GET", r"/api/v4/leads/(?P<lead_id>\d+)", self._lead)
@@ -229,6 +262,12 @@ class FakeAmoCRM(FakeService):
                 "account_id": self.account_id,
                 "_links": {"self": {"href": f"{self.origin}/api/v4/contacts/{contact_id}"}},
             }
+
+    def delete_lead(self, lead_id: int) -> FakeLead:
+        """Delete a lead as a manager would: it stays restorable (`is_deleted`), leaves the
+        lists and shows up only under `with=only_deleted` (§3.1). That deleting moves its
+        `updated_at` is an assumption (the only_deleted list shows a modification date)."""
+        return self.touch(lead_id, is_deleted=True)
 
     def touch_at(self, lead_id: int, updated_at: int, **changes: Any) -> FakeLead:
         """Change a lead and set its `updated_at` to exactly `updated_at` (crowded seconds)."""
@@ -291,6 +330,8 @@ class FakeAmoCRM(FakeService):
     # ---- answers ----------------------------------------------------------------------------
     def respond(self, request: FakeRequest) -> Reply:
         if request.path.startswith("/api/"):
+            if self._over_rate_limit(request):
+                return rate_limited()
             scheme, _, token = request.header("Authorization").partition(" ")
             if scheme != "Bearer" or not self.accepts(token):
                 return Reply.json(
@@ -299,6 +340,20 @@ class FakeAmoCRM(FakeService):
                     PROBLEM_JSON,
                 )
         return super().respond(request)
+
+    def _over_rate_limit(self, request: FakeRequest) -> bool:
+        """True when `enforce_rate_limit` is on and `request` is one too many in its second
+        (counted over the log, which already holds it, by arrival time)."""
+        limit = self.enforce_rate_limit
+        if limit is None:
+            return False
+        with self._lock:
+            arrived = sum(
+                1
+                for entry in self.log
+                if entry.path.startswith("/api/") and request.at - 1.0 < entry.at <= request.at
+            )
+        return arrived > limit
 
     def _account(self, request: FakeRequest) -> Reply:
         return Reply.json(
@@ -320,6 +375,10 @@ class FakeAmoCRM(FakeService):
             if lead is None:
                 # amoCRM's "no data for this request", also for a missing lead by id (§3.4).
                 return Reply.empty(204)
+            if lead.is_deleted and self.deleted_lead_answer != "lead":
+                if self.deleted_lead_answer == 204:
+                    return Reply.empty(204)
+                return _not_found("Lead not found")
             with_ = (request.arg("with") or "").split(",")
             body = lead.as_api(self.account_id, self.origin, with_contacts="contacts" in with_)
         return Reply.json(body, content_type=HAL_JSON)
@@ -334,12 +393,7 @@ class FakeAmoCRM(FakeService):
         with self._lock:
             lead = self.leads.get(int(lead_id))
             if lead is None:
-                return Reply.json(
-                    {"title": "Not Found", "type": "https://httpstatus.es/404", "status": 404,
-                     "detail": "Lead not found"},
-                    404,
-                    PROBLEM_JSON,
-                )  # fmt: skip
+                return _not_found("Lead not found")
             for index, change in enumerate(changes):
                 field_id = change.get("field_id") if isinstance(change, dict) else None
                 values = change.get("values") if isinstance(change, dict) else None
@@ -424,8 +478,15 @@ class FakeAmoCRM(FakeService):
             return _problem(400, "page and limit must be numbers")
         if page < 1 or not 1 <= limit <= 250:
             return _problem(400, "limit must be 1..250 and page 1 or more")
+        request = self._as_heard(request)
+        # Deleted leads are listed only with `with=only_deleted`, and then only they (§3.1).
+        only_deleted = "only_deleted" in (request.arg("with") or "").split(",")
         with self._lock:
-            chosen = [lead for lead in self.leads.values() if self._selected(lead, request)]
+            chosen = [
+                lead
+                for lead in self.leads.values()
+                if lead.is_deleted == only_deleted and self._selected(lead, request)
+            ]
             field_name, descending = _order(request)
             # Ties on the sort field: newest id first (amoCRM documents no order for them).
             chosen.sort(key=lambda lead: -lead.id)
@@ -444,7 +505,9 @@ class FakeAmoCRM(FakeService):
                 },
                 "_embedded": {
                     "leads": [
-                        lead.as_api(self.account_id, self.origin, with_contacts=False)
+                        lead.as_deleted(self.origin)
+                        if only_deleted
+                        else lead.as_api(self.account_id, self.origin, with_contacts=False)
                         for lead in shown
                     ]
                 },
@@ -455,6 +518,17 @@ class FakeAmoCRM(FakeService):
         if self.after_list is not None:
             self.after_list(number)
         return reply
+
+    def _as_heard(self, request: FakeRequest) -> FakeRequest:
+        """`request` without the list parameters this account ignores (`ignored_list_params`)."""
+        if not self.ignored_list_params:
+            return request
+        kept = {
+            key: values
+            for key, values in request.query.items()
+            if not key.startswith(tuple(self.ignored_list_params))
+        }
+        return dataclasses.replace(request, query=kept)
 
     def _selected(self, lead: FakeLead, request: FakeRequest) -> bool:
         low, high = request.arg("filter[updated_at][from]"), request.arg("filter[updated_at][to]")
@@ -544,6 +618,15 @@ def _problem(status: int, detail: str) -> Reply:
     )
 
 
+def _not_found(detail: str) -> Reply:
+    return Reply.json(
+        {"title": "Not Found", "type": "https://httpstatus.es/404", "status": 404,
+         "detail": detail},
+        404,
+        PROBLEM_JSON,
+    )  # fmt: skip
+
+
 def _values(request: FakeRequest, name: str) -> set[str]:
     """`name=1`, `name[]=1` and `name[0]=1` forms of a list filter, as PHP reads them."""
     found: set[str] = set()
@@ -571,8 +654,9 @@ def _order(request: FakeRequest) -> tuple[str, bool]:
     return "id", False
 
 
-def rate_limited(retry_after_s: int | None = 1) -> Reply:
-    """amoCRM's 429: an HTML page; a Retry-After only when asked for (amoCRM rarely sends one)."""
+def rate_limited(retry_after_s: int | None = None) -> Reply:
+    """amoCRM's 429 as the reference has it (§4.1): an HTML page and no Retry-After (none is
+    documented). `retry_after_s` adds one, for tests of the reading where amoCRM sends it."""
     headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else {}
     return Reply.html(RATE_LIMITED_PAGE, 429, headers)
 
