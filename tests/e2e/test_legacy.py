@@ -419,12 +419,19 @@ def test_the_old_url_with_the_opt_in_syncs_one_record_with_the_intakes_ids(make_
     new_url = stack.webhook(form)
 
     assert tokenless["event_ids"] == with_token["event_ids"] == new_url["event_ids"]
-    run = stack.api.wait_for_run(tokenless["inngest_ids"][0])
+    ulids = [answer["inngest_ids"][0] for answer in (tokenless, with_token, new_url)]
+    # The three arrive within milliseconds: which one the dev server takes first (and which
+    # two it drops as repeats of the same event id) is its choice, so look at all three.
+    [starter] = wait_until(
+        lambda: [ulid for ulid in ulids if stack.api.event_runs(ulid)],
+        timeout=60,
+        what=f"a run of one of the events {ulids}",
+    )
+    run = stack.api.wait_for_run(starter)
     assert run["status"] == "Completed" and run["output"]["action"] == "inserted", run
     # A later event of the lead runs after anything the repeats could have started.
     [later] = stack.api.send({"name": "amocrm/lead.sync", "data": {"lead_id": lead_id}})
     assert stack.api.wait_for_run(later)["output"]["action"] == "updated"
-    for repeat in (with_token, new_url):
-        assert stack.api.event_runs(repeat["inngest_ids"][0]) == []
+    assert sum(len(stack.api.event_runs(ulid)) for ulid in ulids) == 1
     [record] = stack.records_of_lead(lead_id)
     assert record["id"] == run["output"]["record_id"]
