@@ -26,7 +26,7 @@ from prometei.doctor.check import Check, fail, ok, warn
 from prometei.doctor.erp_sources import SINGLE_CHOICE_TYPES, AmoSources, CustomField
 from prometei.erp.plan import target_problem
 from prometei.erp.schema import Choice, EntitySchema, ErpField, FieldKind, SchemaCache
-from prometei.erp.values import SourceValue
+from prometei.erp.values import SourceValue, label_key
 from prometei.errors import PrometeiError
 
 if TYPE_CHECKING:
@@ -201,8 +201,8 @@ def _check_labels(
         hints = [CHOICES_HINT, TRIGGERS_HINT]
     else:
         return
-    known = {_label_key(c.name) for c in choices}
-    missing = sorted(name for name in expected if _label_key(name) not in known)
+    known = {label_key(c.name) for c in choices}
+    missing = sorted(name for name in expected if label_key(name) not in known)
     if not missing:
         return
     shown = ", ".join(
@@ -214,8 +214,3 @@ def _check_labels(
         f"syncs would fail for good): {shown}{more}"
     )
     found.hints.update(dict.fromkeys(hints))
-
-
-def _label_key(label: str) -> str:
-    """A label compared the way a person reads it: case and runs of spaces do not count."""
-    return " ".join(label.split()).casefold()

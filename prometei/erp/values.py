@@ -166,8 +166,8 @@ def choice_id(text: str, field: ErpField, choices: tuple[Choice, ...] | None) ->
         )
     if any(choice.id == wanted for choice in choices):
         return wanted
-    folded = " ".join(wanted.split()).casefold()
-    found = [c for c in choices if " ".join(c.name.split()).casefold() == folded]
+    folded = label_key(wanted)
+    found = [c for c in choices if label_key(c.name) == folded]
     if len(found) == 1:
         return found[0].id
     valid = ", ".join(f'{c.id} "{c.name}"' for c in choices[:20]) or "none"
@@ -226,3 +226,9 @@ def _moment(value: str | Decimal | int | None, tz: tzinfo) -> datetime | None:
     except ValueError:
         return None
     return moment.astimezone(tz) if moment.tzinfo is not None else moment
+
+
+def label_key(label: str) -> str:
+    """A choice label compared the way a person reads it: case and runs of spaces do not
+    count. Writes match labels by it, and doctor predicts which names will not match."""
+    return " ".join(label.split()).casefold()
