@@ -147,6 +147,18 @@ def test_the_cursor_moves_only_past_accepted_events(wired, state) -> None:
     assert out["first_run"] is False
 
 
+def test_a_page_of_leads_outside_the_trigger_stages_costs_one_cursor_write(wired, state) -> None:
+    """Leads the filter drops are passed by the cursor, saved once with the batch, not once
+    per lead (each save is a KV round trip on Vercel)."""
+    wired.add_leads(200, status_id=143)  # none in a trigger stage, the older ones
+    for lead_id in (201, 202):
+        wired.amo.add_lead(lead_id, updated_at=BASE_TIME + lead_id)
+    before = state.puts
+    out = reconcile(wired, state, Sink())
+    assert (out["listed"], out["filtered"], out["sent"]) == (202, 200, 2)
+    assert state.puts - before <= 3
+
+
 def test_a_thousand_changed_leads_cost_one_list_request_per_250(wired, state) -> None:
     wired.add_leads(1000)
     out = reconcile(wired, state, Sink())

@@ -143,18 +143,23 @@ class SyncLoop:
                 except PrometeiError:
                     counts.failed += len(chunk)
                     self._count_unhandled(todo[index + 1 :], counts)
+                    self._commit(outcome)  # what was passed before the failed chunk
                     raise
                 chunk = []
-            elif chunk:
-                continue  # behind unsent leads: the cursor passes it together with them
-            passed = self._pass(todo, passed, index + 1, outcome)
+                passed = self._pass(todo, passed, index + 1, outcome)
+                self._commit(outcome)  # saved after every send, not after every lead
+            elif not chunk:
+                # A lead not sent, and no unsent lead before it: passed at once (saved with
+                # the next send or the batch).
+                passed = self._pass(todo, passed, index + 1, outcome)
         if chunk:
             try:
                 self._send(chunk)
             except PrometeiError:
                 counts.failed += len(chunk)
+                self._commit(outcome)
                 raise
-        self._pass(todo, passed, len(todo), outcome)
+        self._pass(todo, passed, len(todo), outcome)  # `run` saves it with the batch
 
     def _send(self, chunk: list[LeadSnapshot]) -> None:
         if not chunk or self.dry_run:
@@ -163,7 +168,8 @@ class SyncLoop:
         self.send(events)
 
     def _pass(self, todo: list[LeadSnapshot], start: int, end: int, outcome: SyncOutcome) -> int:
-        """Move the cursor past todo[start:end] (all done) and count them as committed."""
+        """Move the cursor past todo[start:end] (all done) and count them as committed; the
+        caller saves it (`_commit`)."""
         for lead in todo[start:end]:
             outcome.cursor = outcome.cursor.past(lead)
             wanted = self.wanted.wants(lead)
@@ -173,8 +179,6 @@ class SyncLoop:
             if wanted and not self.dry_run:
                 outcome.committed.sent += 1
                 outcome.counts.sent += 1
-        if end > start:
-            self._commit(outcome)
         return end
 
     def _count_unhandled(self, rest: list[LeadSnapshot], counts: Counts) -> None:
