@@ -121,9 +121,8 @@ def amocrm_webhook_handler(ctx: inngest.ContextSync) -> dict[str, Any]:
             return skipped("lead is deleted in amoCRM", lead_id=lead_id)
 
         lead = LeadSnapshot.model_validate(lead_data)
-        if event.name == STATUS_EVENT and not lead.matches(
-            get_services().settings.amocrm_trigger_statuses
-        ):
+        settings = get_services().settings
+        if event.name == STATUS_EVENT and not lead.matches(settings.amocrm_trigger_statuses):
             # The webhook said "moved to a trigger stage", but by now the lead is elsewhere.
             return skipped(
                 "lead is no longer in a trigger stage",
@@ -132,7 +131,6 @@ def amocrm_webhook_handler(ctx: inngest.ContextSync) -> dict[str, Any]:
                 status_id=lead.status_id,
             )
 
-        settings = get_services().settings
         if settings.writes_back:
             # `force` (replay): write the ERP even when the mapped values did not change.
             force = event.name == SYNC_EVENT and event.data.get("force") is True

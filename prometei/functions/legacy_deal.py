@@ -72,7 +72,7 @@ def previous_version_output(ctx: inngest.ContextSync) -> dict[str, Any] | None:
 def _old_entity(data: Mapping[str, Any]) -> int:
     entity_id = data.get("entityId")  # the old version passed it on as it came, even "25"
     text = str(entity_id) if isinstance(entity_id, int | str) else ""
-    if text.isdigit() and int(text) > 0 and not isinstance(entity_id, bool):
+    if text.isdigit() and int(text) > 0:  # str(True) is "True": booleans fail here
         return int(text)
     return OLD_DEFAULT_ENTITY
 
