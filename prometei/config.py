@@ -17,7 +17,7 @@ from datetime import UTC, timedelta, timezone, tzinfo
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -137,38 +137,35 @@ def _is_loopback(host: str) -> bool:
     return host in {"localhost", "::1"} or re.fullmatch(r"127(\.\d{1,3}){3}", host) is not None
 
 
-def _checked_api_base_url(value: str) -> str:
-    """AMOCRM_API_BASE_URL: https://host[:port][/prefix], or http:// to loopback only.
-
-    The value is never echoed in an error: a mistyped one could hold a password.
-    """
+def _checked_http_url(value: str, example: str) -> SplitResult:
+    """An http(s) URL with a host and a well-formed port, no credentials, query or fragment.
+    Never echoed in an error: a mistyped value could hold a password."""
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an https:// URL such as https://amocrm-proxy.example.ru")
+        raise ValueError(f"must be an {example}")
     if "@" in parts.netloc:
         raise ValueError("must not carry credentials (user:password@host)")
     if parts.query or parts.fragment:
         raise ValueError("must not have a query string or a fragment")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        # Tokens travel with every request: plain http is only acceptable on this machine.
-        raise ValueError("must use https:// (plain http:// is allowed to 127.0.0.1 only)")
     try:
         parts.port  # noqa: B018 - raises ValueError for a malformed port
     except ValueError:
         raise ValueError("has a malformed port") from None
+    return parts
+
+
+def _checked_api_base_url(value: str) -> str:
+    """AMOCRM_API_BASE_URL: https://host[:port][/prefix], or http:// to loopback only."""
+    parts = _checked_http_url(value, "https:// URL such as https://amocrm-proxy.example.ru")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+        # Tokens travel with every request: plain http is only acceptable on this machine.
+        raise ValueError("must use https:// (plain http:// is allowed to 127.0.0.1 only)")
     return f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
 
 
 def _checked_web_base(value: str) -> str:
-    """CRM_PUBLIC_URL: http(s)://host[:port][/path], no credentials, query or fragment; kept
-    without a trailing slash. Never echoed in an error (a mistyped value could hold a password)."""
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http(s) URL such as https://crm.example.ru")
-    if "@" in parts.netloc:
-        raise ValueError("must not carry credentials (user:password@host)")
-    if parts.query or parts.fragment:
-        raise ValueError("must not have a query string or a fragment")
+    """CRM_PUBLIC_URL: http(s)://host[:port][/path]; kept without a trailing slash."""
+    parts = _checked_http_url(value, "http(s) URL such as https://crm.example.ru")
     return f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
 
 

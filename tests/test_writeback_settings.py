@@ -50,6 +50,7 @@ def test_record_links_start_at_the_public_url_else_the_api_urls_base(
         ("CRM_PUBLIC_URL", "crm.example.ru", "http(s) URL"),
         ("CRM_PUBLIC_URL", "https://user:pw@crm.example.ru", "credentials"),
         ("CRM_PUBLIC_URL", "https://crm.example.ru/?a=1", "query string"),
+        ("CRM_PUBLIC_URL", "https://crm.example.ru:abc/x", "malformed port"),
         ("AMOCRM_ERP_ID_FIELD", "abc", "AMOCRM_ERP_ID_FIELD"),
         ("AMOCRM_ERP_ID_FIELD", "0", "AMOCRM_ERP_ID_FIELD"),
         ("AMOCRM_SYNC_NOTE", "maybe", "AMOCRM_SYNC_NOTE"),
